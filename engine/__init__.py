@@ -1,0 +1,1 @@
+"""The numpy language model: tokenizer, model, optimizer, training, checkpoints, generation."""

@@ -1,0 +1,237 @@
+"""The training loop: random windows, AdamW, evaluation, checkpoints, resume.
+
+`train` is what `cllm train` runs: it reads the data, trains (or, with `resume`, loads) the
+tokenizer, caches the token arrays and calls `run_training`, the loop itself, which the
+continuous-learning update also calls to continue a registered model.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import structlog
+from threadpoolctl import threadpool_limits
+
+from engine.checkpoint import is_checkpoint, load_model, load_optimizer_state, save_checkpoint
+from engine.data import (
+    TokenData,
+    batch_starts,
+    build_token_cache,
+    iter_documents,
+    list_files,
+    windows,
+)
+from engine.errors import UserError
+from engine.model import GPTConfig, init_params, loss_and_grads, loss_only
+from engine.optim import AdamW, Schedule, clip_grad_norm
+from engine.progress import Progress
+from engine.tokenizer import Tokenizer
+
+log = structlog.get_logger()
+EVAL_SEED = 0xE7A1  # evaluation windows differ from every training step's
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000  # the step to train up to
+    batch_size: int = 16  # windows per step
+    seq_len: int = 128  # tokens per window; a new model's context (block_size)
+    lr: float = 1e-3  # peak learning rate
+    min_lr: float = 1e-4  # where the cosine decay ends
+    warmup_steps: int = 100  # at most a tenth of the steps
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # global gradient norm; 0 turns clipping off
+    eval_every: int = 100  # steps between evaluations
+    eval_batches: int = 4  # batches per evaluation, each split
+    checkpoint_every: int = 200  # steps between checkpoints (and one at the end)
+    val_fraction: float = 0.1  # held-out share of the data
+    vocab_size: int = 4096  # of a newly trained tokenizer
+    seed: int = 1337  # initialisation and the windows of every step
+    threads: int = 0  # BLAS threads, 0 for all cores
+
+    def validate(self) -> None:
+        positive = ["steps", "batch_size", "seq_len", "eval_every", "eval_batches",
+                    "checkpoint_every", "vocab_size"]
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise UserError(f"training setting {name}={getattr(self, name)} must be at least 1")
+        if not self.lr > 0 or not 0 <= self.min_lr <= self.lr:
+            raise UserError(f"learning rates lr={self.lr}, min_lr={self.min_lr} must satisfy "
+                            "0 <= min_lr <= lr and lr > 0")
+        if not 0 < self.val_fraction < 1:
+            raise UserError(f"val_fraction={self.val_fraction} must be between 0 and 1")
+        if self.threads < 0:
+            raise UserError(f"threads={self.threads} must be 0 (all cores) or more")
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    step: int
+    tokens_seen: int
+    train_loss: float
+    val_loss: float
+    history: list = field(default_factory=list)
+
+
+def train(paths: list[Path], out: Path, model_config: GPTConfig, cfg: TrainConfig,
+          cache_root: Path, resume: bool = False) -> TrainResult:
+    """Train a new model on `paths` into the model directory `out`, or continue it.
+
+    Token arrays are cached under `cache_root`, keyed by tokenizer and data.
+    """
+    cfg.validate()
+    files = list_files(paths)
+    documents = list(iter_documents(files))
+    if not documents:
+        raise UserError(f"the data ({', '.join(map(str, paths))}) holds no text")
+    if resume:
+        if not is_checkpoint(out):
+            raise UserError(f"--resume: {out} holds no checkpoint to resume; drop --resume to "
+                            "start a new model there")
+        model = load_model(out)
+        tokenizer, model_config = model.tokenizer, model.config
+    else:
+        if out.exists() and any(out.iterdir()):
+            raise UserError(f"{out} already exists and is not empty: pass --resume to continue "
+                            "the model there, or choose a new --out")
+        model_config.block_size = cfg.seq_len
+        model_config.validate()
+        log.info("tokenizer_train", documents=len(documents), vocab_size=cfg.vocab_size)
+        tokenizer = Tokenizer.train(documents, cfg.vocab_size)
+        model_config.vocab_size = tokenizer.vocab_size
+    if cfg.seq_len > model_config.block_size:
+        raise UserError(f"--seq-len {cfg.seq_len} is longer than the model's context "
+                        f"{model_config.block_size}")
+    cache = build_token_cache(files, documents, tokenizer, cache_root,
+                              cfg.val_fraction, min_tokens=cfg.seq_len + 1)
+    data = TokenData.open(cache)
+    log.info("data", train_tokens=len(data.train), val_tokens=len(data.val), cache=str(cache))
+
+    if resume:
+        params = model.params
+        optimizer = make_optimizer(params, cfg)
+        optimizer.load_state(load_optimizer_state(out), model.state["step"])
+        schedule = Schedule(**model.state["schedule"])
+        schedule.end = schedule.start + cfg.steps
+        state, metrics = model.state, model.metrics
+    else:
+        params = init_params(model_config, seed=cfg.seed)
+        optimizer = make_optimizer(params, cfg)
+        schedule = Schedule.rewarm(0, cfg.steps, cfg.lr, cfg.min_lr, cfg.warmup_steps)
+        state, metrics = {"step": 0, "tokens_seen": 0}, {}
+    return run_training(data, tokenizer, out, model_config, cfg, params, optimizer, schedule,
+                        state, metrics)
+
+
+def make_optimizer(params: dict, cfg: TrainConfig) -> AdamW:
+    return AdamW(params, beta1=cfg.beta1, beta2=cfg.beta2, weight_decay=cfg.weight_decay)
+
+
+def evaluate(params, config: GPTConfig, tokens: np.ndarray, cfg: TrainConfig) -> float:
+    """Mean loss over a fixed set of windows (the same at every evaluation)."""
+    losses = []
+    for i in range(cfg.eval_batches):
+        starts = batch_starts(len(tokens), cfg.seq_len, cfg.batch_size, seed=EVAL_SEED, step=i)
+        x, y = windows(tokens, starts, cfg.seq_len)
+        losses.append(loss_only(params, config, x, y))
+    return float(np.mean(losses))
+
+
+class StopFlag:
+    """Ctrl-C or SIGTERM during training: finish the step, checkpoint, then stop."""
+
+    def __init__(self):
+        self.signal = None
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signal = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def run_training(data: TokenData, tokenizer: Tokenizer, out: Path, config: GPTConfig,
+                 cfg: TrainConfig, params: dict, optimizer: AdamW, schedule: Schedule,
+                 state: dict, metrics: dict) -> TrainResult:
+    step, tokens_seen = state["step"], state["tokens_seen"]
+    history = metrics.get("history", [])
+    step_losses = metrics.get("step_losses", [])
+    last_saved = step if is_checkpoint(out) else None
+
+    def checkpoint(train_loss=None, val_loss=None):
+        nonlocal last_saved
+        new_state = {"step": step, "tokens_seen": tokens_seen, "schedule": schedule.to_dict(),
+                     "train_config": asdict(cfg), "tokenizer_sha256": tokenizer.sha256}
+        new_metrics = {"train_loss": train_loss, "val_loss": val_loss, "history": history,
+                       "step_losses": step_losses}
+        save_checkpoint(out, config, params, optimizer.state(), tokenizer, new_state, new_metrics)
+        last_saved = step
+        log.info("checkpoint", step=step, path=str(out))
+
+    log.info("train_start", out=str(out), start_step=step, steps=cfg.steps, **asdict(config))
+    progress = Progress(total=cfg.steps, initial=step, desc="train", event="train_progress",
+                        unit="step")
+    tokens_per_step = cfg.batch_size * cfg.seq_len
+    train_loss = val_loss = float("nan")
+    started, started_step = time.monotonic(), step
+    with threadpool_limits(cfg.threads or None), StopFlag() as stop:
+        while step < cfg.steps:
+            starts = batch_starts(len(data.train), cfg.seq_len, cfg.batch_size, cfg.seed, step)
+            x, y = windows(data.train, starts, cfg.seq_len)
+            loss, grads = loss_and_grads(params, config, x, y)
+            norm = clip_grad_norm(grads, cfg.grad_clip)
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                progress.close()
+                kept = f"the last good checkpoint (step {last_saved}) is kept in {out}" \
+                    if last_saved is not None else "no checkpoint was written"
+                raise UserError(f"training diverged: loss {loss} at step {step}; {kept}; "
+                                "lower --lr or raise warmup_steps")
+            optimizer.step(params, grads, schedule.lr(step))
+            step += 1
+            tokens_seen += tokens_per_step
+            step_losses.append(round(loss, 5))
+            rate = (step - started_step) * tokens_per_step / (time.monotonic() - started)
+            progress.update(1, loss=f"{loss:.3f}", tok_s=f"{rate:,.0f}")
+
+            final = step == cfg.steps
+            if step % cfg.eval_every == 0 or final:
+                train_loss = evaluate(params, config, data.train, cfg)
+                val_loss = evaluate(params, config, data.val, cfg)
+                history.append({"step": step, "train_loss": train_loss, "val_loss": val_loss})
+                progress.write(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}")
+                log.info("eval", step=step, train_loss=train_loss, val_loss=val_loss,
+                         tokens_per_s=round(rate))
+            if step % cfg.checkpoint_every == 0 or final:
+                checkpoint(train_loss if final else None, val_loss if final else None)
+            if stop.signal:
+                progress.close()
+                if last_saved != step:
+                    checkpoint()
+                raise KeyboardInterrupt(f"{stop.signal} at step {step}; checkpoint in {out}: "
+                                        "continue with --resume")
+    progress.close()
+    if last_saved != step:  # resumed at the end already
+        checkpoint(train_loss, val_loss)
+    if math.isnan(val_loss):
+        train_loss = evaluate(params, config, data.train, cfg)
+        val_loss = evaluate(params, config, data.val, cfg)
+    log.info("train_done", step=step, train_loss=train_loss, val_loss=val_loss, out=str(out))
+    return TrainResult(out=out, step=step, tokens_seen=tokens_seen, train_loss=train_loss,
+                       val_loss=val_loss, history=history)

@@ -1,0 +1,1 @@
+"""Configuration, the `cllm` command line and the continuous-learning steps."""

@@ -1,0 +1,188 @@
+"""`cllm`: the command line of the pipeline.
+
+Each subcommand parses its flags, loads the configuration (file, environment, flags) and
+calls library code; a `UserError` ends the command with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import structlog
+
+from engine.errors import UserError
+from pipeline.config import Config, load_config, set_value
+from pipeline.log import configure_logging
+
+log = structlog.get_logger()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        configure_logging(config.log_format)
+        return args.handler(args, config) or 0
+    except UserError as e:
+        print(f"cllm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        print(f"cllm {args.command}: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cllm", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration file (default: ./cllm.toml)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_train(sub)
+    add_generate(sub)
+    add_tokenize(sub)
+    return parser
+
+
+def apply_flags(section, args: argparse.Namespace, names: list[str]) -> None:
+    """Copy the flags that were given onto a config section (flags beat file and env)."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None:
+            set_value(section, name, value, f"--{name.replace('_', '-')}")
+    if hasattr(section, "validate"):
+        section.validate()
+
+
+# --- train ------------------------------------------------------------------------------
+
+MODEL_FLAGS = ["n_layer", "n_head", "n_embd"]
+TRAIN_FLAGS = ["steps", "batch_size", "seq_len", "lr", "vocab_size", "seed", "threads"]
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model on text files, folders or Parquet shards")
+    p.add_argument("--data", nargs="+", required=True, metavar="PATH",
+                   help="text files, folders of them, or Parquet shards")
+    p.add_argument("--out", required=True, metavar="DIR", help="the model version directory to write")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--steps", type=int, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, help="windows per step")
+    p.add_argument("--seq-len", type=int, help="tokens per window (the model's context)")
+    p.add_argument("--n-layer", type=int)
+    p.add_argument("--n-head", type=int)
+    p.add_argument("--n-embd", type=int)
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--vocab-size", type=int, help="BPE vocabulary size of a new tokenizer")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="BLAS threads (default: all cores)")
+    p.set_defaults(handler=cmd_train)
+
+
+def cmd_train(args, config: Config) -> int:
+    from engine.train import train
+
+    apply_flags(config.model, args, MODEL_FLAGS)
+    apply_flags(config.train, args, TRAIN_FLAGS)
+    result = train([Path(p) for p in args.data], Path(args.out), config.model, config.train,
+                   cache_root=config.home / "tokens", resume=args.resume)
+    print(f"model written to {result.out}")
+    print(f"final train loss {result.train_loss:.4f}, val loss {result.val_loss:.4f} "
+          f"after {result.step} steps ({result.tokens_seen:,} tokens)")
+    return 0
+
+
+# --- generate ---------------------------------------------------------------------------
+
+
+def add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="generate text from a trained model")
+    p.add_argument("--model", required=True, metavar="DIR", help="a model version directory")
+    p.add_argument("--prompt", default="", help="the text to continue")
+    p.add_argument("--interactive", action="store_true", help="a prompt loop on the terminal")
+    p.add_argument("--max-tokens", type=int, default=200, help="new tokens at most (default 200)")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 picks the likeliest token")
+    p.add_argument("--top-k", type=int, default=None, help="sample from the k likeliest tokens")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold in (0, 1]")
+    p.add_argument("--seed", type=int, default=None, help="same seed, same text")
+    p.set_defaults(handler=cmd_generate)
+
+
+def cmd_generate(args, config: Config) -> int:
+    from engine.checkpoint import load_model
+    from engine.generate import SamplingConfig, generate_text
+
+    sampling = SamplingConfig(max_tokens=args.max_tokens, temperature=args.temperature,
+                              top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    sampling.validate()
+    model = load_model(Path(args.model))
+
+    def run(prompt: str) -> None:
+        for piece in generate_text(model, prompt, sampling):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+
+    if not args.interactive:
+        sys.stdout.write(args.prompt)
+        run(args.prompt)
+        return 0
+    print(f"model {args.model}; an empty line or Ctrl-D ends", file=sys.stderr)
+    while True:
+        try:
+            prompt = input("> ")
+        except EOFError:
+            return 0
+        if not prompt:
+            return 0
+        run(prompt)
+
+
+# --- tokenize ---------------------------------------------------------------------------
+
+
+def add_tokenize(sub) -> None:
+    p = sub.add_parser("tokenize", help="train a tokenizer; encode, decode, statistics")
+    tsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    t = tsub.add_parser("train", help="train a byte-level BPE tokenizer")
+    t.add_argument("--data", nargs="+", required=True, metavar="PATH")
+    t.add_argument("--out", required=True, metavar="FILE", help="where to write tokenizer.json")
+    t.add_argument("--vocab-size", type=int, default=4096)
+    e = tsub.add_parser("encode", help="print the token ids of a text")
+    e.add_argument("--tokenizer", required=True, metavar="FILE")
+    e.add_argument("text", nargs="?", help="the text (default: standard input)")
+    d = tsub.add_parser("decode", help="print the text of token ids")
+    d.add_argument("--tokenizer", required=True, metavar="FILE")
+    d.add_argument("ids", nargs="*", type=int, help="the ids (default: standard input)")
+    s = tsub.add_parser("stats", help="vocabulary size, tokens and bytes per token of a corpus")
+    s.add_argument("--tokenizer", required=True, metavar="FILE")
+    s.add_argument("--data", nargs="+", required=True, metavar="PATH")
+    p.set_defaults(handler=cmd_tokenize)
+
+
+def cmd_tokenize(args, config: Config) -> int:
+    from engine.data import iter_documents
+    from engine.tokenizer import Tokenizer
+
+    if args.action == "train":
+        tokenizer = Tokenizer.train(iter_documents([Path(p) for p in args.data]), args.vocab_size)
+        tokenizer.save(Path(args.out))
+        print(f"tokenizer written to {args.out}: {tokenizer.vocab_size} tokens, "
+              f"sha256 {tokenizer.sha256}")
+        return 0
+    tokenizer = Tokenizer.load(Path(args.tokenizer))
+    if args.action == "encode":
+        text = args.text if args.text is not None else sys.stdin.read()
+        print(" ".join(map(str, tokenizer.encode(text))))
+    elif args.action == "decode":
+        ids = args.ids or [int(t) for t in sys.stdin.read().split()]
+        print(tokenizer.decode(ids))
+    else:
+        stats = tokenizer.stats(iter_documents([Path(p) for p in args.data]))
+        for key, value in stats.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
