@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crawler.config import CrawlConfig
 from engine.errors import UserError
 from engine.model import GPTConfig
 from engine.train import TrainConfig
@@ -28,6 +29,7 @@ class Config:
     log_format: str = "auto"  # auto (console on a terminal, JSON elsewhere), console, json
     model: GPTConfig = field(default_factory=GPTConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    crawl: CrawlConfig = field(default_factory=CrawlConfig)
 
     @property
     def sections(self) -> dict[str, object]:

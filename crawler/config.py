@@ -1,0 +1,82 @@
+"""The `[crawl]` section of cllm.toml: politeness, limits, filters, dedup and shard settings.
+
+Every key can also be set as `CLLM_CRAWL_<KEY>` (e.g. `CLLM_CRAWL_DELAY=0`). Scrapy's own
+settings (`crawler/settings.py`) take their user-tunable values from here, see
+`crawler.run.scrapy_settings`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from engine.errors import UserError
+
+
+@dataclass
+class CrawlConfig:
+    # Politeness
+    user_agent: str = "CrystallineBot/0.1 (+https://github.com/crystalline/crystalline; research crawler)"
+    delay: float = 1.0  # seconds between requests to one site (AutoThrottle adapts above it)
+    concurrency_per_domain: int = 2
+    obey_robots: bool = True
+    autothrottle: bool = True
+    # Limits per response
+    max_response_mb: float = 10.0
+    timeout: float = 30.0  # seconds per request
+    retries: int = 2  # extra attempts on 429, 5xx and connection errors, with back-off
+    max_pages: int = 0  # HTTP responses per crawl; 0 = no limit
+    max_depth: int = 0  # link hops from a seed; 0 = no limit
+    # URL hygiene
+    deny_domains: str = ""  # comma-separated; subdomains included
+    blocklist: str = ""  # a file of domains or URL prefixes to skip, one a line, # comments
+    # Quality filters (Gopher / C4 / FineWeb style); a page failing one is dropped by reason
+    min_words: int = 50
+    max_words: int = 200_000
+    min_mean_word_length: float = 3.0
+    max_mean_word_length: float = 10.0
+    max_symbol_ratio: float = 0.1  # '#' and '...' per word
+    min_alpha_word_ratio: float = 0.7  # words with at least one letter
+    min_stopwords: int = 2  # of the, be, to, of, and, that, have, with
+    max_duplicate_line_ratio: float = 0.3
+    # Lines ending in . ! ? " etc. FineWeb uses 0.12, which drops much blank verse (8-20%).
+    min_terminal_punct_ratio: float = 0.05
+    max_short_line_ratio: float = 0.67  # lines under 30 characters (FineWeb)
+    max_boilerplate_line_ratio: float = 0.3  # cookie, javascript, copyright lines (C4)
+    # Deduplication
+    near_dup_threshold: float = 0.8  # estimated Jaccard similarity of word 5-grams
+    minhash_perm: int = 128
+    # Shards
+    shard_max_mb: float = 64.0  # a shard is closed once its file reaches this size
+    row_group_rows: int = 1000
+
+    def validate(self) -> None:
+        positive = ["concurrency_per_domain", "max_response_mb", "timeout", "minhash_perm",
+                    "shard_max_mb", "row_group_rows", "max_words"]
+        non_negative = ["delay", "retries", "max_pages", "max_depth", "min_words",
+                        "min_stopwords", "min_mean_word_length"]
+        ratios = ["max_symbol_ratio", "min_alpha_word_ratio", "max_duplicate_line_ratio",
+                  "min_terminal_punct_ratio", "max_short_line_ratio",
+                  "max_boilerplate_line_ratio", "near_dup_threshold"]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise UserError(f"crawl setting {name} must be positive, not {getattr(self, name)}")
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise UserError(f"crawl setting {name} must be 0 or more, not {getattr(self, name)}")
+        for name in ratios:
+            if not 0 <= getattr(self, name) <= 1:
+                raise UserError(f"crawl setting {name} must be between 0 and 1, "
+                                f"not {getattr(self, name)}")
+        if not 0 < self.near_dup_threshold < 1:
+            raise UserError("crawl setting near_dup_threshold must be between 0 and 1 (exclusive)")
+        if self.min_mean_word_length > self.max_mean_word_length:
+            raise UserError("crawl setting min_mean_word_length must not exceed max_mean_word_length")
+        if not self.user_agent.strip():
+            raise UserError("crawl setting user_agent must not be empty: name your crawler honestly")
+        if self.blocklist and not Path(self.blocklist).is_file():
+            raise UserError(f"crawl blocklist file {self.blocklist} does not exist: "
+                            "fix the path or leave blocklist empty")
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}

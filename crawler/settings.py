@@ -1,0 +1,58 @@
+"""Scrapy settings of the crawler project.
+
+What a user tunes (delay, user agent, limits, concurrency, retries) lives in the `[crawl]`
+section of cllm.toml (crawler/config.py) and is applied over these by
+`crawler.run.config_settings`; what stays here is how the crawler is put together.
+"""
+
+BOT_NAME = "crystalline"
+SPIDER_MODULES = ["crawler.spiders"]
+NEWSPIDER_MODULE = "crawler.spiders"
+
+# Politeness: robots.txt, one site at a time gently, back off when a site slows down.
+ROBOTSTXT_OBEY = True
+CONCURRENT_REQUESTS = 16
+CONCURRENT_REQUESTS_PER_DOMAIN = 2
+DOWNLOAD_DELAY = 1.0
+DOWNLOAD_DELAY_JITTER = 0.5  # +-50%, so requests do not come in lockstep
+AUTOTHROTTLE_ENABLED = True
+AUTOTHROTTLE_START_DELAY = 1.0
+AUTOTHROTTLE_MAX_DELAY = 60.0
+AUTOTHROTTLE_TARGET_CONCURRENCY = 1.0
+COOKIES_ENABLED = False  # a crawler has no session to keep
+
+# Retries with back-off on rate limiting and server errors (scrapy's RetryMiddleware).
+RETRY_ENABLED = True
+RETRY_TIMES = 2
+RETRY_HTTP_CODES = [429, 500, 502, 503, 504, 522, 524, 408]
+RETRY_BACKOFF_BASE = 2.0
+RETRY_BACKOFF_MAX = 60.0
+REDIRECT_MAX_TIMES = 10
+
+# Limits per response.
+DOWNLOAD_TIMEOUT = 30
+DOWNLOAD_MAXSIZE = 10 * 2**20
+DOWNLOAD_WARNSIZE = 0  # DOWNLOAD_MAXSIZE already reports the pages it cancels
+
+# Breadth-first, so a page limit covers a site's top levels rather than one deep branch.
+# JOBDIR's request queue is marshal, not pickle: nothing read back from disk is unpickled.
+DEPTH_PRIORITY = 1
+SCHEDULER_DISK_QUEUE = "scrapy.squeues.MarshalFifoDiskQueue"
+SCHEDULER_MEMORY_QUEUE = "scrapy.squeues.FifoMemoryQueue"
+
+ITEM_PIPELINES = {
+    "crawler.pipelines.ExtractPipeline": 100,
+    "crawler.pipelines.QualityPipeline": 200,
+    "crawler.pipelines.DedupPipeline": 300,
+    "crawler.pipelines.ShardWriterPipeline": 400,
+}
+EXTENSIONS = {
+    "crawler.extensions.CrawlProgress": 500,
+    "scrapy.extensions.spiderstate.SpiderState": None,  # pickles spider.state into JOBDIR
+}
+
+# Scrapy's own log only for problems; progress and the report come from crawler.extensions.
+LOG_LEVEL = "WARNING"
+DEFAULT_DROPITEM_LOG_LEVEL = "DEBUG"
+TELNETCONSOLE_ENABLED = False
+TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"

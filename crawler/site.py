@@ -1,0 +1,76 @@
+"""Serve a static website on 127.0.0.1 from one or more directories, the first that has a
+file winning; used for the embedded demo site (data/site/) in the demo, tests and benchmark.
+
+    server = SiteServer([Path("data/site")])          # started, on a free port
+    server.url                                          # http://127.0.0.1:PORT/
+    server.publish(Path("data/site-update"))            # new pages "appear" on the site
+    server.close()
+
+    python -m crawler.site [--update] [--port 8000]    # serve it by hand
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+SITE, SITE_UPDATE = DATA / "site", DATA / "site-update"
+
+
+class _OverlayHandler(SimpleHTTPRequestHandler):
+    def __init__(self, *args, roots: list[Path], **kwargs):
+        self.roots = roots
+        super().__init__(*args, directory=str(roots[-1]), **kwargs)
+
+    def translate_path(self, path: str) -> str:
+        for root in self.roots:
+            self.directory = str(root)
+            candidate = Path(super().translate_path(path))
+            if candidate.exists():
+                return str(candidate)
+        return str(candidate)
+
+    def log_message(self, format, *args) -> None:  # quiet: the crawler reports what it got
+        pass
+
+
+class SiteServer:
+    def __init__(self, roots: list[Path], port: int = 0):
+        self.roots = [Path(r).resolve() for r in roots]
+        handler = functools.partial(_OverlayHandler, roots=self.roots)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+
+    def publish(self, root: Path) -> None:
+        """Serve `root`'s files over the current ones (the handler reads the list per request)."""
+        self.roots.insert(0, Path(root).resolve())
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="serve the embedded demo site on 127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--update", action="store_true", help="with data/site-update/ published")
+    args = parser.parse_args()
+    server = SiteServer([SITE_UPDATE, SITE] if args.update else [SITE], args.port)
+    print(f"serving {', '.join(map(str, server.roots))} at {server.url} (Ctrl-C stops)")
+    try:
+        server.thread.join()
+    except KeyboardInterrupt:
+        server.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""The `site` spider: from seed URLs, follow links within the allowed domains and read each
+site's sitemap.xml; hand every HTML, plain-text or PDF page to the item pipelines.
+
+    scrapy crawl site -a seeds=http://127.0.0.1:8000/ [-a allowed_domains=a.org,b.org]
+
+(`cllm crawl` runs the same spider with locking, resume and a report; see crawler/run.py.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urljoin
+
+import scrapy
+from scrapy import signals
+from scrapy.exceptions import (
+    CannotResolveHostError,
+    DownloadCancelledError,
+    DownloadConnectionRefusedError,
+    DownloadTimeoutError,
+    IgnoreRequest,
+)
+from scrapy.http import TextResponse
+from scrapy.linkextractors import LinkExtractor
+from scrapy.spidermiddlewares.httperror import HttpError
+from scrapy.utils.sitemap import Sitemap
+
+from crawler.items import Page
+from crawler.pipelines import crawl_config
+from crawler.store import UrlLog
+from crawler.urls import UrlPolicy, canonical_url, domain_of
+
+MEDIA_TYPES = {"text/html", "application/xhtml+xml", "text/plain", "application/pdf"}
+
+
+def failure_kind(failure) -> str:
+    """A short name for why a request failed, as counted in the report."""
+    if failure.check(HttpError):
+        return f"http_{failure.value.response.status}"
+    if failure.check(DownloadConnectionRefusedError, CannotResolveHostError):
+        return "unreachable"
+    if failure.check(DownloadTimeoutError):
+        return "timeout"
+    if failure.check(DownloadCancelledError):
+        return "too_large"  # the only cancel is DOWNLOAD_MAXSIZE's
+    if failure.check(IgnoreRequest):
+        message = str(failure.value)
+        if "robots.txt" in message:
+            return "robots"
+        if "redirections" in message:
+            return "redirect_loop"
+        return "ignored"
+    return failure.type.__name__
+
+
+class SiteSpider(scrapy.Spider):
+    name = "site"
+
+    def __init__(self, seeds: list[str] | str = "", allowed_domains: list[str] | str = "",
+                 **kwargs):
+        super().__init__(**kwargs)
+        # `-a seeds=a,b` on the scrapy command line gives strings; crawler.run gives lists.
+        self.seeds = seeds.split(",") if isinstance(seeds, str) else list(seeds)
+        self.seeds = [canonical_url(s) for s in self.seeds if s]
+        if isinstance(allowed_domains, str):
+            allowed_domains = [d for d in allowed_domains.split(",") if d]
+        # Scrapy's offsite middleware reads this attribute too (for redirects).
+        self.allowed_domains = allowed_domains or sorted({domain_of(s) for s in self.seeds})
+        self.links = LinkExtractor(deny_extensions=[])  # UrlPolicy decides on file types
+        self.skipped: set[str] = set()
+
+    @classmethod
+    def update_settings(cls, settings) -> None:
+        super().update_settings(settings)
+        if settings.get("CLLM_HOME") is None:  # `scrapy crawl site`: cllm.toml and CLLM_*
+            from crawler.run import config_settings, new_crawl_id
+            from pipeline.config import load_config
+
+            config = load_config()
+            settings.setdict(config_settings(config.crawl, config.home, new_crawl_id()),
+                             priority="cmdline")
+
+    @classmethod
+    def from_crawler(cls, crawler, *args, **kwargs):
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        config = crawl_config(crawler.settings)
+        spider.policy = UrlPolicy.build(spider.allowed_domains, config.deny_domains, config.blocklist)
+        spider.url_log = UrlLog(Path(crawler.settings["CLLM_HOME"]))
+        crawler.signals.connect(spider.url_log.close, signal=signals.spider_closed)
+        return spider
+
+    async def start(self):
+        origins = {urljoin(seed, "/") for seed in self.seeds}
+        for origin in sorted(origins):
+            yield scrapy.Request(urljoin(origin, "/sitemap.xml"), callback=self.parse_sitemap,
+                                 errback=self.sitemap_failed)
+        for seed in self.seeds:
+            yield scrapy.Request(seed, callback=self.parse, errback=self.failed)
+
+    def follow(self, url: str):
+        """A request for a discovered URL, or None when the URL policy skips it."""
+        url = canonical_url(url)
+        reason = self.policy.reason_to_skip(url)
+        if reason is None:
+            return scrapy.Request(url, callback=self.parse, errback=self.failed)
+        if url not in self.skipped:  # count each URL once, not each link to it
+            self.skipped.add(url)
+            self.crawler.stats.inc_value(f"cllm/skipped/{reason}")
+        return None
+
+    def parse(self, response):
+        stats = self.crawler.stats
+        stats.inc_value("cllm/pages_fetched")
+        media_type = (response.headers.get("Content-Type") or b"").decode("latin-1")
+        media_type = media_type.split(";")[0].strip().lower()
+        if media_type not in MEDIA_TYPES:
+            stats.inc_value("cllm/skipped/content_type")
+            return
+        url = canonical_url(response.url)
+        body_sha256 = hashlib.sha256(response.body).hexdigest()
+        if self.url_log.unchanged(url, body_sha256):
+            stats.inc_value("cllm/unchanged")
+        else:
+            yield Page(
+                url=response.url, canonical_url=url, domain=domain_of(response.url),
+                status=response.status, content_type=media_type, body=response.body,
+                html=response.text if isinstance(response, TextResponse) else "",
+                content_language=(response.headers.get("Content-Language") or b"").decode("latin-1"),
+                fetched_at=datetime.now(timezone.utc), body_sha256=body_sha256)
+        if media_type in ("text/html", "application/xhtml+xml"):
+            for link in self.links.extract_links(response):
+                if (request := self.follow(link.url)) is not None:
+                    yield request
+
+    def parse_sitemap(self, response):
+        sitemap = Sitemap(response.body)
+        for entry in sitemap:
+            # Locations should be absolute; relative ones are resolved, not dropped.
+            url = urljoin(response.url, entry["loc"])
+            if sitemap.type == "sitemapindex":
+                yield scrapy.Request(url, callback=self.parse_sitemap, errback=self.sitemap_failed)
+            elif (request := self.follow(url)) is not None:
+                yield request
+
+    def sitemap_failed(self, failure):
+        # Many sites have no sitemap: not an error of the crawl.
+        self.crawler.stats.inc_value("cllm/sitemap_missing")
+
+    def failed(self, failure):
+        kind = failure_kind(failure)
+        if kind == "robots":
+            self.crawler.stats.inc_value("cllm/skipped/robots")
+        else:
+            self.crawler.stats.inc_value(f"cllm/error/{kind}")
+            self.logger.info("failed %s: %s", failure.request.url, kind)
