@@ -191,7 +191,9 @@ def run_training(data: TokenData, tokenizer: Tokenizer, out: Path, config: GPTCo
     tokens_per_step = cfg.batch_size * cfg.seq_len
     train_loss = val_loss = float("nan")
     started, started_step = time.monotonic(), step
-    with threadpool_limits(cfg.threads or None), StopFlag() as stop:
+    # overflow warnings would only repeat what the divergence check below reports
+    with threadpool_limits(cfg.threads or None), StopFlag() as stop, \
+            np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         while step < cfg.steps:
             starts = batch_starts(len(data.train), cfg.seq_len, cfg.batch_size, cfg.seed, step)
             x, y = windows(data.train, starts, cfg.seq_len)
