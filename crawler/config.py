@@ -16,7 +16,8 @@ from engine.errors import UserError
 @dataclass
 class CrawlConfig:
     # Politeness
-    user_agent: str = "CrystallineBot/0.1 (+https://github.com/crystalline/crystalline; research crawler)"
+    # Honest: who is crawling and why. Operators should add a contact URL or address.
+    user_agent: str = "CrystallineBot/0.1 (continuous-learning research crawler)"
     delay: float = 1.0  # seconds between requests to one site (AutoThrottle adapts above it)
     concurrency_per_domain: int = 2
     obey_robots: bool = True
@@ -30,6 +31,8 @@ class CrawlConfig:
     # URL hygiene
     deny_domains: str = ""  # comma-separated; subdomains included
     blocklist: str = ""  # a file of domains or URL prefixes to skip, one a line, # comments
+    # Extraction: processes extracting text beside the crawl; 0 extracts in the crawl's own
+    extract_workers: int = 2
     # Quality filters (Gopher / C4 / FineWeb style); a page failing one is dropped by reason
     min_words: int = 50
     max_words: int = 200_000
@@ -53,7 +56,7 @@ class CrawlConfig:
     def validate(self) -> None:
         positive = ["concurrency_per_domain", "max_response_mb", "timeout", "minhash_perm",
                     "shard_max_mb", "row_group_rows", "max_words"]
-        non_negative = ["delay", "retries", "max_pages", "max_depth", "min_words",
+        non_negative = ["delay", "retries", "max_pages", "max_depth", "extract_workers", "min_words",
                         "min_stopwords", "min_mean_word_length"]
         ratios = ["max_symbol_ratio", "min_alpha_word_ratio", "max_duplicate_line_ratio",
                   "min_terminal_punct_ratio", "max_short_line_ratio",

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import trafilatura
 from pypdf import PdfReader
 from pypdf.errors import PdfReadError
+from trafilatura.utils import load_html
 
 # The options the crawler extracts with; the benchmark uses the same ones.
 TRAFILATURA_OPTIONS = dict(
@@ -18,7 +19,9 @@ TRAFILATURA_OPTIONS = dict(
     include_tables=True,
     include_links=False,
     include_images=False,
-    with_metadata=True,
+    # trafilatura's metadata (dates, authors, ...) costs more than the text itself; the
+    # title comes from <title> and the language from <html lang>.
+    with_metadata=False,
     deduplicate=False,  # duplicates are the dedup stage's job, across the whole crawl
 )
 
@@ -32,7 +35,6 @@ _BLANK_LINES = re.compile(r"\n{3,}")
 class Extracted:
     title: str
     text: str
-    language: str
 
 
 def normalize_text(text: str) -> str:
@@ -62,12 +64,25 @@ def html_language(body: bytes, content_language: str = "") -> str:
     return "und"
 
 
+def extract(content_type: str, body: bytes, html: str, url: str) -> Extracted | None:
+    """The document in a page by its media type; None when it has no text. Runs in the
+    extraction worker processes, so it takes and returns plain data."""
+    if content_type == "application/pdf":
+        return extract_pdf(body)
+    if content_type == "text/plain":
+        return extract_plain(html)
+    return extract_html(html, url)
+
+
 def extract_html(html: str, url: str) -> Extracted | None:
-    doc = trafilatura.bare_extraction(html, url=url, **TRAFILATURA_OPTIONS)
+    tree = load_html(html)
+    if tree is None:
+        return None
+    title = tree.findtext(".//title") or ""
+    doc = trafilatura.bare_extraction(tree, url=url, **TRAFILATURA_OPTIONS)
     if doc is None or not doc.text:
         return None
-    return Extracted(title=normalize_text(doc.title or ""), text=normalize_text(doc.text),
-                     language=(doc.language or "").lower())
+    return Extracted(title=normalize_text(title), text=normalize_text(doc.text))
 
 
 def extract_pdf(body: bytes) -> Extracted | None:
@@ -78,7 +93,7 @@ def extract_pdf(body: bytes) -> Extracted | None:
     except (PdfReadError, ValueError, KeyError, TypeError):
         return None
     text = normalize_text(text)
-    return Extracted(title=normalize_text(str(title)), text=text, language="") if text else None
+    return Extracted(title=normalize_text(str(title)), text=text) if text else None
 
 
 def extract_plain(text: str) -> Extracted | None:
@@ -86,4 +101,4 @@ def extract_plain(text: str) -> Extracted | None:
     if not text:
         return None
     first_line = text.split("\n", 1)[0]
-    return Extracted(title=first_line[:200], text=text, language="")
+    return Extracted(title=first_line[:200], text=text)

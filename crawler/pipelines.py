@@ -9,7 +9,11 @@ it, it sends `shard_committed`, on which the dedup stage makes what it learned p
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import signal
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import structlog
@@ -17,7 +21,7 @@ from scrapy import signals
 from scrapy.exceptions import DropItem
 
 from crawler.config import CrawlConfig
-from crawler.extract import extract_html, extract_pdf, extract_plain, html_language, looks_binary
+from crawler.extract import extract, html_language, looks_binary
 from crawler.items import Page
 from crawler.quality import quality_problem
 from crawler.shards import ShardInfo, ShardWriter, describe, remove_temp_files, shard_files
@@ -33,31 +37,49 @@ def crawl_config(settings) -> CrawlConfig:
 
 
 class ExtractPipeline:
-    """Title and main text of the page, normalised; `doc_id` is the sha256 of that text."""
+    """Title and main text of the page, normalised; `doc_id` is the sha256 of that text.
 
-    def __init__(self, stats):
-        self.stats = stats
+    Extraction is most of a crawl's CPU time, so it runs in `extract_workers` processes
+    while Scrapy's event loop goes on fetching; 0 extracts in the crawl's own process.
+    """
+
+    def __init__(self, stats, workers: int):
+        self.stats, self.workers = stats, workers
+        self.pool: ProcessPoolExecutor | None = None
 
     @classmethod
     def from_crawler(cls, crawler):
-        return cls(crawler.stats)
+        return cls(crawler.stats, crawl_config(crawler.settings).extract_workers)
 
-    def process_item(self, item: Page) -> Page:
+    def open_spider(self) -> None:
+        if self.workers:
+            # spawn, not fork: the workers must not inherit the running event loop. They
+            # ignore Ctrl-C, which the terminal sends them too: the crawl decides when to stop.
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
+                                            initializer=signal.signal,
+                                            initargs=(signal.SIGINT, signal.SIG_IGN))
+
+    async def process_item(self, item: Page) -> Page:
         if looks_binary(item.body):
             raise DropItem("binary")
-        if item.content_type == "application/pdf":
-            extracted = extract_pdf(item.body)
-        elif item.content_type == "text/plain":
-            extracted = extract_plain(item.html)
+        # Only PDF needs the raw bytes; HTML and text travel decoded.
+        args = (item.content_type, item.body if item.content_type == "application/pdf" else b"",
+                item.html, item.url)
+        if self.pool is None:
+            extracted = extract(*args)
         else:
-            extracted = extract_html(item.html, item.url)
+            extracted = await asyncio.wrap_future(self.pool.submit(extract, *args))
         if extracted is None or not extracted.text:
             raise DropItem("no_text")
         item.title, item.text = extracted.title, extracted.text
-        item.language = extracted.language or html_language(item.body, item.content_language)
+        item.language = html_language(item.body, item.content_language)
         item.doc_id = hashlib.sha256(item.text.encode("utf-8")).hexdigest()
         self.stats.inc_value("cllm/extracted")
         return item
+
+    def close_spider(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
 
 
 class QualityPipeline:

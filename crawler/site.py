@@ -22,9 +22,13 @@ SITE, SITE_UPDATE = DATA / "site", DATA / "site-update"
 
 
 class _OverlayHandler(SimpleHTTPRequestHandler):
-    def __init__(self, *args, roots: list[Path], **kwargs):
-        self.roots = roots
+    def __init__(self, *args, roots: list[Path], requested: list[str], **kwargs):
+        self.roots, self.requested = roots, requested
         super().__init__(*args, directory=str(roots[-1]), **kwargs)
+
+    def send_head(self):
+        self.requested.append(self.path)
+        return super().send_head()
 
     def translate_path(self, path: str) -> str:
         for root in self.roots:
@@ -41,7 +45,8 @@ class _OverlayHandler(SimpleHTTPRequestHandler):
 class SiteServer:
     def __init__(self, roots: list[Path], port: int = 0):
         self.roots = [Path(r).resolve() for r in roots]
-        handler = functools.partial(_OverlayHandler, roots=self.roots)
+        self.requested: list[str] = []  # every path asked for, in order
+        handler = functools.partial(_OverlayHandler, roots=self.roots, requested=self.requested)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()

@@ -23,7 +23,6 @@ from scrapy.exceptions import (
     IgnoreRequest,
 )
 from scrapy.http import TextResponse
-from scrapy.linkextractors import LinkExtractor
 from scrapy.spidermiddlewares.httperror import HttpError
 from scrapy.utils.sitemap import Sitemap
 
@@ -68,8 +67,9 @@ class SiteSpider(scrapy.Spider):
             allowed_domains = [d for d in allowed_domains.split(",") if d]
         # Scrapy's offsite middleware reads this attribute too (for redirects).
         self.allowed_domains = allowed_domains or sorted({domain_of(s) for s in self.seeds})
-        self.links = LinkExtractor(deny_extensions=[])  # UrlPolicy decides on file types
-        self.skipped: set[str] = set()
+        # Every href seen in this crawl: navigation repeats the same links on every page,
+        # and each is judged once (the scheduler's dupefilter still guards across resumes).
+        self.hrefs_seen: set[str] = set()
 
     @classmethod
     def update_settings(cls, settings) -> None:
@@ -100,14 +100,16 @@ class SiteSpider(scrapy.Spider):
             yield scrapy.Request(seed, callback=self.parse, errback=self.failed)
 
     def follow(self, url: str):
-        """A request for a discovered URL, or None when the URL policy skips it."""
+        """A request for a URL not seen before in this crawl, or None when it was seen or
+        the URL policy skips it (counted once per URL by reason)."""
+        if url in self.hrefs_seen:
+            return None
+        self.hrefs_seen.add(url)
         url = canonical_url(url)
         reason = self.policy.reason_to_skip(url)
         if reason is None:
             return scrapy.Request(url, callback=self.parse, errback=self.failed)
-        if url not in self.skipped:  # count each URL once, not each link to it
-            self.skipped.add(url)
-            self.crawler.stats.inc_value(f"cllm/skipped/{reason}")
+        self.crawler.stats.inc_value(f"cllm/skipped/{reason}")
         return None
 
     def parse(self, response):
@@ -130,8 +132,9 @@ class SiteSpider(scrapy.Spider):
                 content_language=(response.headers.get("Content-Language") or b"").decode("latin-1"),
                 fetched_at=datetime.now(timezone.utc), body_sha256=body_sha256)
         if media_type in ("text/html", "application/xhtml+xml"):
-            for link in self.links.extract_links(response):
-                if (request := self.follow(link.url)) is not None:
+            for href in response.xpath("//a[not(@rel='nofollow')]/@href").getall():
+                url = response.urljoin(href.strip()).split("#", 1)[0]
+                if (request := self.follow(url)) is not None:
                     yield request
 
     def parse_sitemap(self, response):

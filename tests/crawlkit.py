@@ -1,0 +1,52 @@
+"""Helpers for the crawler tests: run the real `cllm crawl`, read the shards it wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from crawler.site import SITE, SITE_UPDATE, SiteServer
+
+CLLM = Path(sys.executable).with_name("cllm")
+# Tests crawl at full speed: no politeness delay against our own 127.0.0.1 servers.
+FAST = {"CLLM_CRAWL_DELAY": "0", "CLLM_CRAWL_AUTOTHROTTLE": "false", "CLLM_LOG_FORMAT": "json"}
+
+
+def cllm_env(home: Path, env: dict | None = None) -> dict:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")}
+    return base | FAST | {"CLLM_HOME": str(home)} | (env or {})
+
+
+def crawl(home: Path, *args, env: dict | None = None, check: bool = True):
+    """`cllm crawl --json ARGS...`; returns (report dict or None, CompletedProcess)."""
+    result = subprocess.run([str(CLLM), "crawl", "--json", *map(str, args)], cwd=home.parent,
+                            env=cllm_env(home, env), capture_output=True, text=True, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"cllm crawl {' '.join(map(str, args))} exited "
+                             f"{result.returncode}:\n{result.stderr[-3000:]}")
+    report = json.loads(result.stdout) if result.stdout.strip().startswith("{") else None
+    return report, result
+
+
+def shard_rows(home: Path) -> list[dict]:
+    """Every document in every shard under the home."""
+    rows = []
+    for path in sorted(home.glob("shards/*/part-*.parquet")):
+        rows += pq.read_table(path).to_pylist()
+    return rows
+
+
+@pytest.fixture
+def site():
+    """The embedded demo site (data/site/) on a free 127.0.0.1 port."""
+    server = SiteServer([SITE])
+    yield server
+    server.close()
+
+
