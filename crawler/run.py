@@ -115,11 +115,10 @@ def read_seeds(seeds: list[str]) -> tuple[list[str], list[str]]:
     valid, invalid = [], []
     for seed in seeds:
         if "://" in seed:
-            entries, source = [seed], None
+            entries = [seed]
         elif Path(seed).is_file():
             lines = Path(seed).read_text(encoding="utf-8", errors="replace").splitlines()
             entries = [s.strip() for s in lines if s.strip() and not s.lstrip().startswith("#")]
-            source = seed
         else:
             raise UserError(f"seed {seed!r} is neither an http(s) URL nor an existing file: "
                             "give a full URL such as https://example.org/ or a file of URLs")
@@ -128,10 +127,11 @@ def read_seeds(seeds: list[str]) -> tuple[list[str], list[str]]:
                 valid.append(check_seed(entry))
             except UserError:
                 invalid.append(entry)
-                log.warning("invalid_seed", seed=entry, file=source)
     if not valid:
         raise UserError(f"no valid seed URL in {' '.join(seeds)}: give full http(s) URLs "
                         "such as https://example.org/")
+    for entry in invalid:
+        log.warning("invalid_seed_skipped", seed=entry)
     return list(dict.fromkeys(valid)), invalid
 
 

@@ -40,6 +40,8 @@ DEPTH_PRIORITY = 1
 SCHEDULER_DISK_QUEUE = "scrapy.squeues.MarshalFifoDiskQueue"
 SCHEDULER_MEMORY_QUEUE = "scrapy.squeues.FifoMemoryQueue"
 
+DUPEFILTER_CLASS = "crawler.dupefilter.DupeFilter"  # counts redirect loops too
+
 ITEM_PIPELINES = {
     "crawler.pipelines.ExtractPipeline": 100,
     "crawler.pipelines.QualityPipeline": 200,
