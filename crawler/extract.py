@@ -23,6 +23,10 @@ TRAFILATURA_OPTIONS = dict(
     # title comes from <title> and the language from <html lang>.
     with_metadata=False,
     deduplicate=False,  # duplicates are the dedup stage's job, across the whole crawl
+    # ARIA landmarks that are never main text, whatever trafilatura's heuristics make of
+    # them (Sphinx, for one, marks its sidebars and navigation bars this way).
+    prune_xpath=[f"//*[@role='{role}']" for role in
+                 ("navigation", "search", "banner", "contentinfo", "complementary")],
 )
 
 _LANG = re.compile(rb"<html[^>]*\blang=[\"']?([a-zA-Z]{2,3})", re.IGNORECASE)

@@ -1,0 +1,128 @@
+"""Crawler throughput: the whole crawler (`cllm crawl`: fetch, extract, filter, dedup, write
+shards) on the python3.11-doc site served on 127.0.0.1, side by side with trafilatura
+extraction alone over the same pages read from disk. Alternating runs, medians, the ratio,
+and the peak memory of each.
+
+    .venv/bin/python benchmarks/crawl_throughput.py [--repeats 3]
+
+Politeness is off for the crawler (no delay, no AutoThrottle): the server is local and the
+question is what the crawler's own work costs next to extraction. Needs Debian's
+python3.11-doc (apt-get install -y python3.11-doc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+PYDOC = Path("/usr/share/doc/python3.11/html")
+CLLM = Path(sys.executable).with_name("cllm")
+
+
+def run_measured(cmd: list[str], env: dict) -> tuple[subprocess.CompletedProcess, int]:
+    """Run a command; return its result and the peak resident memory of its process tree."""
+    process = psutil.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while process.poll() is None:
+        try:
+            tree = [process] + process.children(recursive=True)
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.NoSuchProcess:
+            pass
+        time.sleep(0.1)
+    out, err = process.communicate()
+    if process.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
+    return subprocess.CompletedProcess(cmd, 0, out, err), peak
+
+
+def crawler_run(url: str) -> dict:
+    with tempfile.TemporaryDirectory() as home:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")} | {
+            "CLLM_HOME": home, "CLLM_CRAWL_DELAY": "0", "CLLM_CRAWL_AUTOTHROTTLE": "false",
+            "CLLM_LOG_FORMAT": "json"}
+        result, peak = run_measured([str(CLLM), "crawl", "--json", "--seeds", url], env)
+    report = json.loads(result.stdout)
+    return {"pages": report["pages_fetched"], "seconds": report["seconds"],
+            "pages_per_s": report["pages_fetched"] / report["seconds"],
+            "docs": report["docs_written"], "peak_rss_mb": peak / 2**20}
+
+
+def extraction_run() -> dict:
+    result, peak = run_measured([sys.executable, __file__, "--extract-only"], dict(os.environ))
+    return json.loads(result.stdout) | {"peak_rss_mb": peak / 2**20}
+
+
+def extract_only() -> None:
+    """Child mode: trafilatura over every page of the site, read from disk, one process."""
+    import trafilatura
+
+    from crawler.extract import TRAFILATURA_OPTIONS
+
+    files = sorted(PYDOC.rglob("*.html"))
+    start = time.perf_counter()
+    for path in files:
+        html = path.read_text(encoding="utf-8", errors="replace")
+        trafilatura.bare_extraction(html, url=path.as_uri(), **TRAFILATURA_OPTIONS)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"pages": len(files), "seconds": seconds, "pages_per_s": len(files) / seconds}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--extract-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.extract_only:
+        return extract_only()
+    if not (PYDOC / "index.html").is_file():
+        raise SystemExit("needs Debian's python3.11-doc: apt-get install -y python3.11-doc")
+    from crawler.site import SiteServer
+
+    server = SiteServer([PYDOC])
+    load_before = os.getloadavg()
+    crawls, extractions = [], []
+    try:
+        for i in range(args.repeats):
+            crawls.append(crawler_run(server.url + "index.html"))
+            extractions.append(extraction_run())
+            print(f"run {i + 1}: crawler {crawls[-1]['pages_per_s']:.2f} pages/s, "
+                  f"extraction alone {extractions[-1]['pages_per_s']:.2f} pages/s", file=sys.stderr)
+    finally:
+        server.close()
+
+    def median(runs: list[dict], key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    crawler_rate, extract_rate = median(crawls, "pages_per_s"), median(extractions, "pages_per_s")
+    print(f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
+    print(f"machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+          f"Python {platform.python_version()}; load average {load_before[0]:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after")
+    print(f"pages: crawler fetched {crawls[0]['pages']} (wrote {crawls[0]['docs']} documents), "
+          f"extraction read {extractions[0]['pages']} from disk; {args.repeats} runs each, alternating")
+    print("| | pages/s (median) | runs | peak memory (median) |")
+    print("| --- | --- | --- | --- |")
+    for name, runs in [("crawler (cllm crawl, 2 extraction workers)", crawls),
+                       ("trafilatura extraction alone (1 process)", extractions)]:
+        rates = ", ".join(f"{r['pages_per_s']:.2f}" for r in runs)
+        print(f"| {name} | {median(runs, 'pages_per_s'):.2f} | {rates} | "
+              f"{median(runs, 'peak_rss_mb'):.0f} MB |")
+    print(f"ratio crawler / extraction alone: {crawler_rate / extract_rate:.2f}x (target >= 0.8x)")
+
+
+if __name__ == "__main__":
+    main()

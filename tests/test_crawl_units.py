@@ -1,0 +1,172 @@
+"""The crawler's parts on their own: URL hygiene, extraction, quality filters, the crawl
+state, the shard writer and the shard catalog."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from crawler.config import CrawlConfig
+from crawler.extract import extract, looks_binary, normalize_text
+from crawler.quality import quality_problem
+from crawler.shards import SCHEMA, ShardWriter, remove_temp_files
+from crawler.store import DedupIndex, UrlLog
+from crawler.urls import UrlPolicy, canonical_url, check_seed
+from engine.errors import UserError
+from pipeline.catalog import Catalog
+from pipeline.config import load_config
+from crawlkit import SITE
+
+PROSE = (SITE.parent / "text/milton/areopagitica.txt").read_text(encoding="utf-8")
+PARAGRAPHS = [p.replace("\n", " ") for p in PROSE.split("\n\n") if len(p) > 400]
+
+
+def test_canonical_urls_drop_tracking_parameters_and_fragments():
+    assert canonical_url("http://Example.org/a?utm_source=x&b=2&a=1&fbclid=9#top") == \
+        "http://example.org/a?a=1&b=2"
+    assert check_seed(" https://example.org ") == "https://example.org/"
+    for bad in ["example.org", "ftp://example.org/", "http://", "htp:/x"]:
+        with pytest.raises(UserError, match="is not an http"):
+            check_seed(bad)
+
+
+def test_the_url_policy_keeps_to_allowed_domains(tmp_path):
+    blocklist = tmp_path / "blocklist.txt"
+    blocklist.write_text("# spam\nads.example.org\nhttp://example.org/private/\n")
+    policy = UrlPolicy.build(["example.org"], "old.example.org", str(blocklist))
+    assert policy.reason_to_skip("http://www.example.org/page.html") is None
+    assert policy.reason_to_skip("http://example.org/paper.pdf") is None
+    assert policy.reason_to_skip("http://other.org/") == "offsite"
+    assert policy.reason_to_skip("http://old.example.org/") == "denied_domain"
+    assert policy.reason_to_skip("http://ads.example.org/x") == "denied_domain"
+    assert policy.reason_to_skip("http://example.org/private/a") == "blocklisted"
+    assert policy.reason_to_skip("http://example.org/photo.JPG") == "file_type"
+    assert policy.reason_to_skip("mailto:a@example.org") == "scheme"
+
+
+def test_text_is_normalised():
+    assert normalize_text("  a\u00a0 b\t c \r\n\r\n\r\n\r\nd\x00e\u200b ") == "a b c\n\nde"
+    assert normalize_text("Cafe\u0301") == "Café"  # NFC
+    assert looks_binary(bytes(range(256)))
+    assert not looks_binary("Café, naïve “quotes”".encode())
+
+
+def test_extraction_keeps_the_article_and_leaves_the_chrome():
+    html = (SITE / "works/areopagitica/2.html").read_text(encoding="utf-8")
+    doc = extract("text/html", b"", html, "http://x/works/areopagitica/2.html")
+    assert doc.title == "Areopagitica, part 2 | The Milton Reading Room"
+    assert "We use cookies" not in doc.text and "Other works by Milton" not in doc.text
+    assert len(doc.text) > 5000
+    assert extract("text/plain", b"", "Title line\n\nbody", "http://x/") .title == "Title line"
+    assert extract("application/pdf", b"not a pdf", "", "http://x/a.pdf") is None
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("Too short to keep.", "too_short"),
+    (" ".join(["Supercalifragilisticexpialidociously"] * 60) + ".", "word_length"),
+    (PARAGRAPHS[0] + " #liberty #printing" * 20, "symbols"),
+    (PARAGRAPHS[0] + " 1674.03" * 120, "non_alphabetic"),
+    (" ".join(["lorem ipsum dolor sit amet"] * 30), "no_stopwords"),
+    ("\n".join(["The same line of the text, and again."] * 30), "repetition"),
+    ("\n".join(f"The item number {i} of the list and more words here" for i in range(30)),
+     "no_terminal_punctuation"),
+    ("\n".join(f"Read the end of chapter {i}." for i in range(80)), "short_lines"),
+    ("\n".join([PARAGRAPHS[0]] + [f"We use cookies to improve the site, with care {i}." for i in range(8)]),
+     "boilerplate"),
+])
+def test_quality_filters_name_their_reason(text, reason):
+    assert quality_problem(text, CrawlConfig()) == reason
+
+
+def test_prose_and_verse_pass_the_quality_filters():
+    assert quality_problem("\n\n".join(PARAGRAPHS[:5]), CrawlConfig()) is None
+    verse = (SITE.parent / "text/milton/paradise_lost.txt").read_text(encoding="utf-8")[:8000]
+    assert quality_problem(normalize_text(verse), CrawlConfig()) is None
+
+
+def test_crawl_settings_come_from_file_and_environment(tmp_path):
+    toml = tmp_path / "cllm.toml"
+    toml.write_text("[crawl]\ndelay = 2.5\nmin_words = 10\n")
+    config = load_config(toml, environ={"CLLM_CRAWL_MAX_PAGES": "7"})
+    assert (config.crawl.delay, config.crawl.min_words, config.crawl.max_pages) == (2.5, 10, 7)
+    toml.write_text("[crawl]\nnear_dup_threshold = 1.5\n")
+    with pytest.raises(UserError, match="near_dup_threshold must be between 0 and 1"):
+        load_config(toml, environ={})
+    with pytest.raises(UserError, match="unknown setting 'delai'"):
+        load_config(None, environ={"CLLM_CRAWL_DELAI": "1"})
+
+
+def test_dedup_finds_exact_and_near_duplicates_across_crawls(tmp_path):
+    text = "\n\n".join(PARAGRAPHS[:4])
+    near = text.replace(" the ", " thee ", 2)
+    other = "\n\n".join(PARAGRAPHS[10:14])
+    index = DedupIndex(tmp_path, num_perm=128, threshold=0.8)
+    assert index.check("a", text) is None
+    assert index.check("a", text) == "duplicate_exact"
+    assert index.check("b", near) == "duplicate_near"
+    index.record_url("http://x/a", "sha-a", "a")
+    index.commit()  # a crash before this commit would have forgotten "a"
+    index.close()
+
+    again = DedupIndex(tmp_path, num_perm=128, threshold=0.8)  # the next crawl
+    assert again.check("a", text) == "duplicate_exact"
+    assert again.check("b", near) == "duplicate_near"
+    assert again.check("c", other) is None
+    again.close()
+    urls = UrlLog(tmp_path)
+    assert urls.unchanged("http://x/a", "sha-a") and not urls.unchanged("http://x/a", "sha-b")
+    urls.close()
+
+
+def rows(n: int, start: int = 0) -> list[dict]:
+    from datetime import datetime, timezone
+
+    return [{"doc_id": f"{i:064d}", "url": f"http://x/{i}", "canonical_url": f"http://x/{i}",
+             "domain": "x", "title": f"Page {i}", "text": PARAGRAPHS[i % len(PARAGRAPHS)],
+             "language": "en", "fetched_at": datetime.now(timezone.utc), "http_status": 200,
+             "content_type": "text/html", "n_chars": len(PARAGRAPHS[i % len(PARAGRAPHS)]),
+             "crawl_id": "c1"} for i in range(start, start + n)]
+
+
+def test_the_shard_writer_rotates_by_size_and_renames_complete_files(tmp_path):
+    committed = []
+    crawl_dir = tmp_path / "shards" / "c1"
+    writer = ShardWriter(crawl_dir, max_bytes=2_000, row_group_rows=10,
+                         on_commit=committed.append)
+    for row in rows(25):
+        writer.add(row)
+        # Until a shard is complete it is a hidden temp file: no reader sees part of one.
+        assert sorted(p.name for p in crawl_dir.glob("part-*")) == [s.path.name for s in committed]
+    writer.close()
+    assert [s.path.name for s in committed] == ["part-00001.parquet", "part-00002.parquet",
+                                                 "part-00003.parquet"]
+    assert [s.rows for s in committed] == [10, 10, 5]
+    assert not list(crawl_dir.glob(".*"))
+    table = pq.read_table(committed[0].path)
+    assert table.schema.equals(SCHEMA, check_metadata=True)
+    # A later writer in the same crawl directory goes on numbering.
+    writer = ShardWriter(crawl_dir, 1 << 20, 1000, committed.append)
+    (crawl_dir / ".part-00004.parquet.tmp").write_bytes(b"half a shard")
+    remove_temp_files(crawl_dir)
+    writer.add(rows(1, 30)[0])
+    writer.close()
+    assert committed[-1].path.name == "part-00004.parquet"
+
+
+def test_the_catalog_marks_shards_consumed_all_or_nothing(tmp_path):
+    shard_dir = tmp_path / "shards" / "c1"
+    shard_dir.mkdir(parents=True)
+    with Catalog(tmp_path) as catalog:
+        for name in ["part-00001.parquet", "part-00002.parquet"]:
+            catalog.add_shard(shard_dir / name, "c1", rows=10, size=100, sha256="ab")
+        catalog.add_shard(shard_dir / "part-00001.parquet", "c1", rows=10, size=100, sha256="ab")
+        assert [s.path.name for s in catalog.list_shards(state="new")] == \
+            ["part-00001.parquet", "part-00002.parquet"]
+        with pytest.raises(UserError, match="not in the catalog"):
+            catalog.mark_consumed([shard_dir / "part-00001.parquet", shard_dir / "part-9.parquet"], "3")
+        assert len(catalog.list_shards(state="new")) == 2  # nothing half-done
+        catalog.mark_consumed(["shards/c1/part-00001.parquet"], version="3")
+        (consumed,) = catalog.list_shards(state="consumed")
+        assert (consumed.path, consumed.consumed_by) == (shard_dir / "part-00001.parquet", "3")
+        with pytest.raises(UserError, match="shard state 'old' is unknown"):
+            catalog.list_shards(state="old")
