@@ -34,7 +34,7 @@ class CrawlProgress:
         if not self.limit:
             engine = self.crawler.engine
             pending = len(engine.scheduler) + len(engine.downloader.active)
-            self.progress.total = self.progress.count + pending
+            self.progress.total = self.progress.count + 1 + pending  # this page included
             if self.progress.bar is not None:
                 self.progress.bar.total = self.progress.total
         self.progress.update(1, docs=stats.get_value("cllm/docs_written", 0),

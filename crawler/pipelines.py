@@ -21,7 +21,7 @@ from scrapy import signals
 from scrapy.exceptions import DropItem
 
 from crawler.config import CrawlConfig
-from crawler.extract import extract, html_language, looks_binary
+from crawler.extract import extract, html_language, looks_binary, normalize_text
 from crawler.items import Page
 from crawler.quality import quality_problem
 from crawler.shards import ShardInfo, ShardWriter, describe, remove_temp_files, shard_files
@@ -58,6 +58,8 @@ class ExtractPipeline:
             self.pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
                                             initializer=signal.signal,
                                             initargs=(signal.SIGINT, signal.SIG_IGN))
+            for _ in range(self.workers):  # start them and their imports while Scrapy starts
+                self.pool.submit(normalize_text, "")
 
     async def process_item(self, item: Page) -> Page:
         if looks_binary(item.body):
@@ -73,6 +75,7 @@ class ExtractPipeline:
             raise DropItem("no_text")
         item.title, item.text = extracted.title, extracted.text
         item.language = html_language(item.body, item.content_language)
+        item.body, item.html = b"", ""  # the page is no longer needed; the memory is
         item.doc_id = hashlib.sha256(item.text.encode("utf-8")).hexdigest()
         self.stats.inc_value("cllm/extracted")
         return item

@@ -42,6 +42,10 @@ SCHEDULER_MEMORY_QUEUE = "scrapy.squeues.FifoMemoryQueue"
 
 DUPEFILTER_CLASS = "crawler.dupefilter.DupeFilter"  # counts redirect loops too
 
+# Pages in the item pipelines at once: enough to keep the extraction workers busy, few
+# enough that a crawl of large pages does not hold hundreds of them in memory.
+CONCURRENT_ITEMS = 16
+
 ITEM_PIPELINES = {
     "crawler.pipelines.ExtractPipeline": 100,
     "crawler.pipelines.QualityPipeline": 200,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -46,12 +47,22 @@ def connect(home: Path) -> sqlite3.Connection:
     return db
 
 
-def minhash_of(text: str, num_perm: int) -> MinHash:
+def shingle_hashes(text: str) -> np.ndarray:
+    """32-bit hashes of the text's word 5-grams, computed with numpy rather than one
+    Python call per shingle (the crawl's main process hashes every document)."""
     words = _WORD.findall(text.lower())
-    shingles = {" ".join(words[i:i + SHINGLE]).encode()
-                for i in range(max(1, len(words) - SHINGLE + 1))}
-    m = MinHash(num_perm=num_perm, scheme=SCHEME)
-    m.update_batch(list(shingles))
+    ids = np.fromiter((zlib.crc32(w.encode()) for w in words), dtype=np.uint64, count=len(words))
+    n = max(1, len(ids) - SHINGLE + 1)
+    hashes = np.zeros(n, dtype=np.uint64)
+    for k in range(min(SHINGLE, len(ids))):
+        hashes = hashes * np.uint64(1_000_003) + ids[k:k + n]  # wraps modulo 2**64
+    return np.unique(hashes & np.uint64(0xFFFFFFFF))
+
+
+def minhash_of(text: str, num_perm: int) -> MinHash:
+    # The shingle hashes are already hashes: datasketch only applies its permutations.
+    m = MinHash(num_perm=num_perm, scheme=SCHEME, hashfunc=int)
+    m.update_batch(shingle_hashes(text))
     return m
 
 
