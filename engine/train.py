@@ -3,6 +3,11 @@
 `train` is what `cllm train` runs: it reads the data, trains (or, with `resume`, loads) the
 tokenizer, caches the token arrays and calls `run_training`, the loop itself, which the
 continuous-learning update also calls to continue a registered model.
+
+Both take a `world` (engine/distributed.py): `Solo()` for one worker in-process, or one rank
+of an MPI job. Every rank runs the same loop on its own share of each step's windows; the
+gradients are summed across ranks before the optimizer step, so all ranks keep identical
+parameters; only the root logs, evaluates and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ from engine.data import (
     list_files,
     windows,
 )
+from engine.distributed import Solo, Topology, inject_fault, worker_times
 from engine.errors import UserError
-from engine.model import GPTConfig, init_params, loss_and_grads, loss_only
+from engine.model import GPTConfig, init_params, loss_and_grads, loss_only, parameter_shapes
 from engine.optim import AdamW, Schedule, clip_grad_norm
 from engine.progress import Progress
 from engine.tokenizer import Tokenizer
+from tokenizers import Tokenizer as HFTokenizer
 
 log = structlog.get_logger()
 EVAL_SEED = 0xE7A1  # evaluation windows differ from every training step's
@@ -55,7 +62,11 @@ class TrainConfig:
     val_fraction: float = 0.1  # held-out share of the data
     vocab_size: int = 4096  # of a newly trained tokenizer
     seed: int = 1337  # initialisation and the windows of every step
-    threads: int = 0  # BLAS threads, 0 for all cores
+    threads: int = 0  # BLAS threads, 0 for all cores (one per worker with several workers)
+    # disjoint slices of the data a step draws its windows from, one per level-1 group of
+    # workers (0: as many as groups); set it to a distributed run's number of groups to make
+    # one worker draw exactly that run's windows
+    data_parts: int = 0
 
     def validate(self) -> None:
         positive = ["steps", "batch_size", "seq_len", "eval_every", "eval_batches",
@@ -70,6 +81,8 @@ class TrainConfig:
             raise UserError(f"val_fraction={self.val_fraction} must be between 0 and 1")
         if self.threads < 0:
             raise UserError(f"threads={self.threads} must be 0 (all cores) or more")
+        if self.data_parts < 0:
+            raise UserError(f"data_parts={self.data_parts} must be 0 (one per group) or more")
 
 
 @dataclass
@@ -83,11 +96,13 @@ class TrainResult:
 
 
 def train(paths: list[Path], out: Path, model_config: GPTConfig, cfg: TrainConfig,
-          cache_root: Path, resume: bool = False) -> TrainResult:
+          cache_root: Path, resume: bool = False, world: Topology | None = None) -> TrainResult:
     """Train a new model on `paths` into the model directory `out`, or continue it.
 
-    Token arrays are cached under `cache_root`, keyed by tokenizer and data.
+    Token arrays are cached under `cache_root`, keyed by tokenizer and data. With several
+    ranks, every rank reads the same paths (a shared filesystem across machines).
     """
+    world = world or Solo()
     cfg.validate()
     files = list_files(paths)
     documents = list(iter_documents(files))
@@ -105,16 +120,22 @@ def train(paths: list[Path], out: Path, model_config: GPTConfig, cfg: TrainConfi
                             "the model there, or choose a new --out")
         model_config.block_size = cfg.seq_len
         model_config.validate()
-        log.info("tokenizer_train", documents=len(documents), vocab_size=cfg.vocab_size)
-        tokenizer = Tokenizer.train(documents, cfg.vocab_size)
+        # BPE training is slow and need not be deterministic: the root trains, the rest copy
+        if world.is_root:
+            log.info("tokenizer_train", documents=len(documents), vocab_size=cfg.vocab_size)
+        tokenizer_json = world.share_text(
+            Tokenizer.train(documents, cfg.vocab_size).json_text if world.is_root else None)
+        tokenizer = Tokenizer(HFTokenizer.from_str(tokenizer_json), tokenizer_json)
         model_config.vocab_size = tokenizer.vocab_size
     if cfg.seq_len > model_config.block_size:
         raise UserError(f"--seq-len {cfg.seq_len} is longer than the model's context "
                         f"{model_config.block_size}")
-    cache = build_token_cache(files, documents, tokenizer, cache_root,
-                              cfg.val_fraction, min_tokens=cfg.seq_len + 1)
+    with world.root_first():  # the root writes the token cache, the others then find it
+        cache = build_token_cache(files, documents, tokenizer, cache_root,
+                                  cfg.val_fraction, min_tokens=cfg.seq_len + 1)
     data = TokenData.open(cache)
-    log.info("data", train_tokens=len(data.train), val_tokens=len(data.val), cache=str(cache))
+    if world.is_root:
+        log.info("data", train_tokens=len(data.train), val_tokens=len(data.val), cache=str(cache))
 
     if resume:
         params = model.params
@@ -129,7 +150,7 @@ def train(paths: list[Path], out: Path, model_config: GPTConfig, cfg: TrainConfi
         schedule = Schedule.rewarm(0, cfg.steps, cfg.lr, cfg.min_lr, cfg.warmup_steps)
         state, metrics = {"step": 0, "tokens_seen": 0}, {}
     return run_training(data, tokenizer, out, model_config, cfg, params, optimizer, schedule,
-                        state, metrics)
+                        state, metrics, world)
 
 
 def make_optimizer(params: dict, cfg: TrainConfig) -> AdamW:
@@ -169,35 +190,54 @@ class StopFlag:
 
 def run_training(data: TokenData, tokenizer: Tokenizer, out: Path, config: GPTConfig,
                  cfg: TrainConfig, params: dict, optimizer: AdamW, schedule: Schedule,
-                 state: dict, metrics: dict) -> TrainResult:
+                 state: dict, metrics: dict, world: Topology | None = None) -> TrainResult:
+    world = world or Solo()
     step, tokens_seen = state["step"], state["tokens_seen"]
     history = metrics.get("history", [])
     step_losses = metrics.get("step_losses", [])
     last_saved = step if is_checkpoint(out) else None
+    parts = cfg.data_parts or world.groups
+    if world.size > 1 and parts != world.groups:
+        raise UserError(f"data_parts={cfg.data_parts} differs from the {world.groups} groups of "
+                        "workers: leave it at 0 with several workers")
 
     def checkpoint(train_loss=None, val_loss=None):
         nonlocal last_saved
+        last_saved = step
+        if not world.is_root:
+            return
         new_state = {"step": step, "tokens_seen": tokens_seen, "schedule": schedule.to_dict(),
                      "train_config": asdict(cfg), "tokenizer_sha256": tokenizer.sha256}
         new_metrics = {"train_loss": train_loss, "val_loss": val_loss, "history": history,
                        "step_losses": step_losses}
         save_checkpoint(out, config, params, optimizer.state(), tokenizer, new_state, new_metrics)
-        last_saved = step
         log.info("checkpoint", step=step, path=str(out))
 
-    log.info("train_start", out=str(out), start_step=step, steps=cfg.steps, **asdict(config))
+    if world.is_root:
+        log.info("train_start", out=str(out), start_step=step, steps=cfg.steps,
+                 workers=world.size, groups=world.groups, **asdict(config))
     progress = Progress(total=cfg.steps, initial=step, desc="train", event="train_progress",
-                        unit="step")
+                        unit="step", enabled=world.is_root)
     tokens_per_step = cfg.batch_size * cfg.seq_len
+    reduce = world.gradient_reduction(parameter_shapes(config))
+    times = np.zeros((world.size, 3))  # per rank: compute, reduce and CPU seconds (on the root)
     train_loss = val_loss = float("nan")
     started, started_step = time.monotonic(), step
     # overflow warnings would only repeat what the divergence check below reports
     with threadpool_limits(cfg.threads or None), StopFlag() as stop, \
             np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         while step < cfg.steps:
-            starts = batch_starts(len(data.train), cfg.seq_len, cfg.batch_size, cfg.seed, step)
-            x, y = windows(data.train, starts, cfg.seq_len)
-            loss, grads = loss_and_grads(params, config, x, y)
+            began, cpu_began = time.perf_counter(), time.process_time()
+            inject_fault(world, step)
+            starts = batch_starts(len(data.train), cfg.seq_len, cfg.batch_size, cfg.seed, step,
+                                  parts=parts)
+            x, y = windows(data.train, world.my_windows(starts), cfg.seq_len)
+            # normalised by the whole step's token count, so the ranks' gradients sum to the mean
+            loss, grads = loss_and_grads(params, config, x, y, normalizer=tokens_per_step)
+            computed = time.perf_counter()
+            grads, loss, stopping = reduce(grads, loss, stop.signal is not None)
+            step_times = world.gather_row([computed - began, time.perf_counter() - computed,
+                                           time.process_time() - cpu_began])
             norm = clip_grad_norm(grads, cfg.grad_clip)
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 progress.close()
@@ -210,10 +250,13 @@ def run_training(data: TokenData, tokenizer: Tokenizer, out: Path, config: GPTCo
             tokens_seen += tokens_per_step
             step_losses.append(round(loss, 5))
             rate = (step - started_step) * tokens_per_step / (time.monotonic() - started)
-            progress.update(1, loss=f"{loss:.3f}", tok_s=f"{rate:,.0f}")
+            if world.is_root:
+                times += step_times
+            fields = worker_times(times) if world.size > 1 and world.is_root else {}
+            progress.update(1, loss=f"{loss:.3f}", tok_s=f"{rate:,.0f}", **fields)
 
             final = step == cfg.steps
-            if step % cfg.eval_every == 0 or final:
+            if world.is_root and (step % cfg.eval_every == 0 or final):
                 train_loss = evaluate(params, config, data.train, cfg)
                 val_loss = evaluate(params, config, data.val, cfg)
                 history.append({"step": step, "train_loss": train_loss, "val_loss": val_loss})
@@ -222,18 +265,27 @@ def run_training(data: TokenData, tokenizer: Tokenizer, out: Path, config: GPTCo
                          tokens_per_s=round(rate))
             if step % cfg.checkpoint_every == 0 or final:
                 checkpoint(train_loss if final else None, val_loss if final else None)
-            if stop.signal:
+            if stopping:  # every rank saw the same request in the reduction, after this step
                 progress.close()
                 if last_saved != step:
                     checkpoint()
-                raise KeyboardInterrupt(f"{stop.signal} at step {step}; checkpoint in {out}: "
-                                        "continue with --resume")
+                raise KeyboardInterrupt(f"{stop.signal or 'a stop request'} at step {step}; "
+                                        f"checkpoint in {out}: continue with --resume")
     progress.close()
     if last_saved != step:  # resumed at the end already
         checkpoint(train_loss, val_loss)
-    if math.isnan(val_loss):
+    if world.is_root and math.isnan(val_loss):
         train_loss = evaluate(params, config, data.train, cfg)
         val_loss = evaluate(params, config, data.val, cfg)
-    log.info("train_done", step=step, train_loss=train_loss, val_loss=val_loss, out=str(out))
+    checksums = world.checksums(params)
+    if world.is_root:
+        if world.size > 1:
+            log.info("worker_time", compute_s=times[:, 0].round(3).tolist(),
+                     reduce_s=times[:, 1].round(3).tolist(), cpu_s=times[:, 2].round(3).tolist(),
+                     wall_s=round(time.monotonic() - started, 3), **worker_times(times))
+        log.info("param_checksum", ranks=checksums, identical=len(set(checksums)) == 1)
+        if len(set(checksums)) != 1:
+            raise RuntimeError(f"the ranks' parameters differ after training: {checksums}")
+        log.info("train_done", step=step, train_loss=train_loss, val_loss=val_loss, out=str(out))
     return TrainResult(out=out, step=step, tokens_seen=tokens_seen, train_loss=train_loss,
                        val_loss=val_loss, history=history)

@@ -58,7 +58,8 @@ def apply_flags(section, args: argparse.Namespace, names: list[str]) -> None:
 # --- train ------------------------------------------------------------------------------
 
 MODEL_FLAGS = ["n_layer", "n_head", "n_embd"]
-TRAIN_FLAGS = ["steps", "batch_size", "seq_len", "lr", "vocab_size", "seed", "threads"]
+TRAIN_FLAGS = ["steps", "batch_size", "seq_len", "lr", "vocab_size", "seed", "threads",
+               "data_parts"]
 
 
 def add_train(sub) -> None:
@@ -68,7 +69,7 @@ def add_train(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="the model version directory to write")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--steps", type=int, help="optimizer steps")
-    p.add_argument("--batch-size", type=int, help="windows per step")
+    p.add_argument("--batch-size", type=int, help="windows per step (all workers together)")
     p.add_argument("--seq-len", type=int, help="tokens per window (the model's context)")
     p.add_argument("--n-layer", type=int)
     p.add_argument("--n-head", type=int)
@@ -76,7 +77,17 @@ def add_train(sub) -> None:
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--vocab-size", type=int, help="BPE vocabulary size of a new tokenizer")
     p.add_argument("--seed", type=int)
-    p.add_argument("--threads", type=int, help="BLAS threads (default: all cores)")
+    p.add_argument("--threads", type=int,
+                   help="BLAS threads per worker (default: all cores; 1 with several workers)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="MPI worker processes on this machine (default 1: in-process, no MPI)")
+    p.add_argument("--group-size", type=int, metavar="G",
+                   help="workers per level-1 group (default: one group per machine)")
+    p.add_argument("--data-parts", type=int, metavar="P",
+                   help="draw each step's windows from P disjoint slices of the data (default: "
+                   "one per group); a 1-worker run with P=G reproduces a run of G groups")
+    p.add_argument("--mpi", action="store_true",
+                   help="be one rank of a job started by mpiexec (several machines: see README)")
     p.set_defaults(handler=cmd_train)
 
 
@@ -85,12 +96,63 @@ def cmd_train(args, config: Config) -> int:
 
     apply_flags(config.model, args, MODEL_FLAGS)
     apply_flags(config.train, args, TRAIN_FLAGS)
+    if args.workers < 1:
+        raise UserError(f"--workers {args.workers} must be at least 1")
+    if args.mpi:
+        return train_rank(args, config)
+    if args.workers > 1:
+        return launch_workers(args, config)
     result = train([Path(p) for p in args.data], Path(args.out), config.model, config.train,
                    cache_root=config.home / "tokens", resume=args.resume)
+    print_result(result)
+    return 0
+
+
+def print_result(result) -> None:
     print(f"model written to {result.out}")
     print(f"final train loss {result.train_loss:.4f}, val loss {result.val_loss:.4f} "
           f"after {result.step} steps ({result.tokens_seen:,} tokens)")
-    return 0
+
+
+def launch_workers(args, config: Config) -> int:
+    """`--workers N`: start N ranks of this same command under mpiexec and wait for them."""
+    from engine.distributed import launch
+
+    if args.group_size and args.workers % args.group_size:
+        raise UserError(f"--group-size {args.group_size} does not divide --workers "
+                        f"{args.workers} into equal groups")
+    threads = config.train.threads or 1  # one BLAS thread a worker: the workers fill the cores
+    argv = (["--config", args.config] if args.config else []) + [
+        "train", "--mpi", "--data", *args.data, "--out", args.out, "--threads", str(threads)]
+    argv += ["--resume"] if args.resume else []
+    for name in MODEL_FLAGS + TRAIN_FLAGS + ["group_size"]:
+        value = getattr(args, name)
+        if value is not None and name != "threads":
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+    status, message = launch(args.workers, argv, threads)
+    if message:
+        kind = "interrupted" if status == 130 else "error"
+        print(f"cllm train: {kind}: {message}", file=sys.stderr)
+    return status
+
+
+def train_rank(args, config: Config) -> int:
+    """`--mpi`: one rank of an MPI job; the root logs and prints, the others stay quiet."""
+    import logging
+
+    from engine.distributed import run_rank
+    from engine.train import train
+
+    def work(world):
+        if not world.is_root:
+            configure_logging(config.log_format, level=logging.WARNING)
+        config.train.threads = config.train.threads or 1
+        result = train([Path(p) for p in args.data], Path(args.out), config.model, config.train,
+                       cache_root=config.home / "tokens", resume=args.resume, world=world)
+        if world.is_root:
+            print_result(result)
+
+    return run_rank(args.group_size, work)
 
 
 # --- generate ---------------------------------------------------------------------------

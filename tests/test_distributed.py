@@ -1,0 +1,226 @@
+"""Distributed training through the real CLI: `cllm train --workers N` starts real MPI ranks.
+
+Equivalence: N workers with micro-batch b end with the parameters of one worker with batch
+N*b drawing the same windows (`--data-parts` = the number of groups). Failures: a rank killed
+or raising ends the whole job with one line naming it, leaves no process behind and keeps
+the last checkpoint.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from conftest import CLLM, TEXT, run_cllm
+
+# Seed 1: with the default seed 1337 and two data parts, one embedding element's first
+# gradient is 1.4e-8, the size of Adam's eps, where float32 rounding alone (one worker with its
+# batch in reverse order) moves the 20-step parameters by 8e-5; with seed 1 that rounding
+# stays below 1e-6, so 1e-5 tests the distribution and not the conditioning of the seed.
+TINY = ["--data", TEXT / "shakespeare" / "hamlet.txt", "--n-layer", "1", "--n-head", "2",
+        "--n-embd", "32", "--seq-len", "32", "--batch-size", "8", "--vocab-size", "300",
+        "--seed", "1"]
+STEPS = ["--steps", "20"]
+
+
+def assert_same_parameters(a: Path, b: Path, rtol=1e-5):
+    """Every parameter tensor within `rtol` (relative L2 norm of the difference).
+
+    Except the attention's key bias: attention is invariant to it (it adds q.b to every key
+    of a query alike), so its gradient is zero but for rounding, and Adam, which normalises
+    each element's step, turns that rounding into steps of about lr. Its values stay ~1e-6
+    and differ in the rounding; they are checked to be that small on both sides.
+    """
+    pa, pb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert pa.keys() == pb.keys()
+    for name in pa:
+        x, y = pa[name], pb[name]
+        if name.endswith("attn.b_qkv"):
+            width = len(x) // 3
+            key_x, key_y = x[width : 2 * width], y[width : 2 * width]
+            assert max(abs(key_x).max(), abs(key_y).max()) < 1e-4, name
+            x, y = np.delete(x, np.s_[width : 2 * width]), np.delete(y, np.s_[width : 2 * width])
+        diff = np.linalg.norm(x - y) / np.linalg.norm(x)
+        assert diff < rtol, f"{name}: relative difference {diff:.2e}"
+
+
+def events(stderr: str, name: str) -> list[dict]:
+    found = []
+    for line in stderr.splitlines():
+        if line.startswith("{") and f'"event": "{name}"' in line:
+            found.append(json.loads(line))
+    return found
+
+
+def job_processes(home: Path) -> dict[int, dict]:
+    """The processes started for CLLM_HOME=home (launcher, mpiexec, proxies, ranks): pid -> env."""
+    found = {}
+    marker = f"CLLM_HOME={home}".encode()
+    for proc in Path("/proc").iterdir():
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if proc.name.isdigit() and marker in env:
+            found[int(proc.name)] = dict(e.decode(errors="replace").partition("=")[::2]
+                                         for e in env if b"=" in e)
+    return found
+
+
+def assert_nothing_left(home: Path):
+    deadline = time.monotonic() + 10
+    while job_processes(home) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = job_processes(home)
+    assert not left, f"processes left behind: {sorted(left)}"
+
+
+def checkpoint_step(out: Path) -> int:
+    try:
+        return json.loads((out / "training_state.json").read_text())["step"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return -1
+
+
+def start(home: Path, *args, env=None) -> subprocess.Popen:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")}
+    full_env |= {"CLLM_HOME": str(home)} | (env or {})
+    return subprocess.Popen([str(CLLM), "train", *map(str, args)], env=full_env, cwd=home,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for_checkpoint(proc, out: Path, step: int, timeout=120):
+    deadline = time.monotonic() + timeout
+    while checkpoint_step(out) < step:
+        assert proc.poll() is None, f"the run ended early:\n{proc.communicate()[1][-3000:]}"
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def shared_home(tmp_path_factory):
+    """One CLLM_HOME, so that every run reuses the first one's token cache."""
+    home = tmp_path_factory.mktemp("home")
+    (home / "cllm.toml").write_text("[train]\ncheckpoint_every = 2\neval_every = 1000\n")
+    return home
+
+
+@pytest.fixture(scope="module")
+def one_worker(shared_home):
+    """The reference: one worker, in-process, the whole batch of 8 windows a step."""
+    out = shared_home / "one"
+    run_cllm("train", *TINY, *STEPS, "--out", out, home=shared_home)
+    return out
+
+
+@pytest.mark.slow
+def test_two_workers_match_one_worker_with_the_whole_batch(shared_home, one_worker):
+    out = shared_home / "two"
+    result = run_cllm("train", *TINY, *STEPS, "--out", out, "--workers", "2", home=shared_home)
+    assert_same_parameters(one_worker, out)
+    (start_event,) = events(result.stderr, "train_start")
+    assert (start_event["workers"], start_event["groups"]) == (2, 1)
+    (checksums,) = events(result.stderr, "param_checksum")
+    assert len(checksums["ranks"]) == 2 and checksums["identical"]
+    assert len(set(checksums["ranks"])) == 1
+    (times,) = events(result.stderr, "worker_time")
+    assert len(times["compute_s"]) == 2 and times["comm"].endswith("%")
+    assert "after 20 steps" in result.stdout
+    assert result.stdout.count("model written") == 1  # only the root speaks
+
+
+@pytest.mark.slow
+def test_two_groups_of_two_match_one_worker_drawing_from_two_parts(shared_home):
+    one = shared_home / "one-two-parts"
+    run_cllm("train", *TINY, *STEPS, "--out", one, "--data-parts", "2", home=shared_home)
+    four = shared_home / "four"
+    result = run_cllm("train", *TINY, *STEPS, "--out", four, "--workers", "4",
+                      "--group-size", "2", home=shared_home)
+    assert_same_parameters(one, four)
+    (start_event,) = events(result.stderr, "train_start")
+    assert (start_event["workers"], start_event["groups"]) == (4, 2)
+    (checksums,) = events(result.stderr, "param_checksum")
+    assert len(checksums["ranks"]) == 4 and len(set(checksums["ranks"])) == 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_worker_and_one_worker_resumes(shared_home, one_worker):
+    out = shared_home / "stopped"
+    proc = start(shared_home, *TINY, *STEPS, "--out", out, "--workers", "2")
+    wait_for_checkpoint(proc, out, 4)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("cllm train: interrupted:") and "--resume" in last
+    stopped_at = checkpoint_step(out)
+    assert 4 <= stopped_at < 20
+    assert_nothing_left(shared_home)
+
+    run_cllm("train", *TINY, *STEPS, "--out", out, "--resume", home=shared_home)
+    assert_same_parameters(one_worker, out)
+
+
+def test_a_killed_worker_ends_the_job_and_keeps_the_checkpoint(home):
+    out = home / "model"
+    (home / "cllm.toml").write_text("[train]\ncheckpoint_every = 2\neval_every = 1000\n")
+    proc = start(home, *TINY, "--steps", "100000", "--out", out, "--workers", "2")
+    wait_for_checkpoint(proc, out, 2)
+    (rank1,) = [pid for pid, env in job_processes(home).items() if env.get("PMI_RANK") == "1"]
+    os.kill(rank1, signal.SIGKILL)
+    killed = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert time.monotonic() - killed < 60
+    assert proc.returncode == 3, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("cllm train: error: worker rank 1") and "SIGKILL" in last, last
+    assert "BAD TERMINATION" not in err  # mpiexec's banner is turned into that one line
+    assert_nothing_left(home)
+    assert checkpoint_step(out) >= 2
+    run_cllm("generate", "--model", out, "--max-tokens", "5", home=home)  # loads whole
+
+
+def test_an_exception_in_a_worker_ends_the_job_and_keeps_the_checkpoint(home):
+    out = home / "model"
+    (home / "cllm.toml").write_text("[train]\ncheckpoint_every = 2\neval_every = 1000\n")
+    proc = start(home, *TINY, "--steps", "100000", "--out", out, "--workers", "2",
+                 env={"CRYSTALLINE_TEST_FAULT": "1:5"})
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("cllm train: error: worker rank 1 failed: RuntimeError"), last
+    assert "step 5" in last
+    assert_nothing_left(home)
+    assert checkpoint_step(out) == 4
+    run_cllm("generate", "--model", out, "--max-tokens", "5", home=home)
+
+
+def test_a_batch_the_workers_cannot_share_is_one_clear_error(home):
+    result = run_cllm("train", *TINY, "--steps", "2", "--out", home / "model", "--workers", "3",
+                      home=home, check=False)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("cllm train: error:") and "--batch-size 8" in last, last
+    assert not (home / "model").exists()
+    assert_nothing_left(home)
+
+    result = run_cllm("train", *TINY, "--out", home / "model", "--workers", "4",
+                      "--group-size", "3", home=home, check=False)
+    assert result.returncode == 2 and "--group-size 3" in result.stderr
+
+
+def test_one_worker_runs_without_mpi(home):
+    code = ("import sys; from pipeline.cli import main; "
+            f"status = main(['train', *{[str(a) for a in TINY]!r}, '--steps', '1', "
+            f"'--out', {str(home / 'model')!r}]); "
+            "assert status == 0; assert 'mpi4py' not in sys.modules, 'mpi4py was imported'")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")}
+    subprocess.run([sys.executable, "-c", code], env=env | {"CLLM_HOME": str(home)}, cwd=home,
+                   check=True, capture_output=True)
