@@ -50,7 +50,7 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x)
         logits = self.lnf(x) @ self.wte.weight.T  # tied output layer
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
 
     def load_numpy(self, params: dict) -> None:
         """Copy engine parameters in (engine weights are (in, out), torch's (out, in))."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from engine.model import is_decayed
+from engine.model import is_decayed, ops
 from engine.xp import xp
 
 
@@ -67,21 +67,11 @@ class AdamW:
 
     def step(self, params: dict, grads: dict, lr: float) -> None:
         self.t += 1
-        b1, b2 = self.beta1, self.beta2
-        correction1 = 1.0 - b1**self.t
-        correction2 = 1.0 - b2**self.t
-        step_size = lr / correction1
         for name, p in params.items():
-            g, m, v = grads[name], self.m[name], self.v[name]
-            m *= b1
-            m += (1.0 - b1) * g
-            v *= b2
-            v += (1.0 - b2) * (g * g)
-            if self.weight_decay and is_decayed(name):
-                p *= 1.0 - lr * self.weight_decay
-            denom = xp.sqrt(v / correction2)
-            denom += self.eps
-            p -= step_size * (m / denom)
+            decay = self.weight_decay if is_decayed(name) else 0.0
+            ops.adamw_update(p, grads[name], self.m[name], self.v[name], lr, self.beta1,
+                             self.beta2, self.eps, decay, 1.0 - self.beta1**self.t,
+                             1.0 - self.beta2**self.t)
 
     def state(self) -> dict:
         """The moments as one flat dict of arrays (for safetensors)."""

@@ -145,7 +145,7 @@ def test_divergence_stops_with_the_last_good_checkpoint_kept(home):
     config.write_text("[train]\ncheckpoint_every = 1\nwarmup_steps = 20\n")
     out = home / "model"
     result = run_cllm("--config", config, "train", "--data", TEXT / "shakespeare" / "hamlet.txt",
-                      "--out", out, *TINY[2:], "--steps", "50", "--lr", "10", home=home,
+                      "--out", out, *TINY[2:], "--steps", "50", "--lr", "1e3", home=home,
                       check=False)
     assert_clear_error(result, "diverged", "last good checkpoint", "--lr")
     state = json.loads((out / "training_state.json").read_text())

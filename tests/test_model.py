@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from engine import kernels, layers
 from engine.model import (
     GPTConfig,
     KVCache,
@@ -25,12 +26,14 @@ def perturbed_params(config, seed=0):
     return {k: v + rng.normal(0.0, 0.1, v.shape) for k, v in params.items()}
 
 
-def test_every_gradient_matches_central_differences():
+@pytest.mark.parametrize("ops", [kernels, layers], ids=["kernels", "layers"])
+def test_every_gradient_matches_central_differences(ops):
+    ops.set_threads(1)  # thousands of tiny steps: spare them the thread hand-offs
     params = perturbed_params(TINY)
     rng = np.random.default_rng(1)
     idx = rng.integers(0, TINY.vocab_size, (3, 5))  # shorter than block_size on purpose
     targets = rng.integers(0, TINY.vocab_size, (3, 5))
-    _, grads = loss_and_grads(params, TINY, idx, targets)
+    _, grads = loss_and_grads(params, TINY, idx, targets, ops=ops)
     assert set(grads) == set(parameter_shapes(TINY))
     eps = 1e-5
     for name, value in params.items():
@@ -39,15 +42,65 @@ def test_every_gradient_matches_central_differences():
         for j in range(flat.size):
             original = flat[j]
             flat[j] = original + eps
-            plus, _ = loss_and_grads(params, TINY, idx, targets)
+            plus, _ = loss_and_grads(params, TINY, idx, targets, ops=ops)
             flat[j] = original - eps
-            minus, _ = loss_and_grads(params, TINY, idx, targets)
+            minus, _ = loss_and_grads(params, TINY, idx, targets, ops=ops)
             flat[j] = original
             num_flat[j] = (plus - minus) / (2 * eps)
         error = np.abs(numeric - grads[name]).max() / max(np.abs(numeric).max(), 1e-12)
         assert error < 1e-5, f"{name}: relative error {error:.2e}"
         if name != "wpe":  # positions past the window get no gradient, rightly
             assert np.abs(grads[name]).max() > 0, f"{name} has an all-zero gradient"
+    ops.set_threads(0)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_kernels_match_the_reference_layers(threads):
+    """float32 on shapes that do not divide evenly among the threads."""
+    kernels.set_threads(threads)
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 2, (37, 24)).astype(np.float32)
+    dout = rng.normal(0, 1, (37, 24)).astype(np.float32)
+    g, b = rng.normal(1, 0.1, 24).astype(np.float32), rng.normal(0, 0.1, 24).astype(np.float32)
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)  # noqa: E731
+
+    out_k, cache_k = kernels.layernorm_forward(x, g, b)
+    out_l, cache_l = layers.layernorm_forward(x, g, b)
+    close(out_k, out_l)
+    for mine, theirs in zip(kernels.layernorm_backward(dout, cache_k),
+                            layers.layernorm_backward(dout, cache_l)):
+        close(mine, theirs)
+    out_k, cache_k = kernels.gelu_forward(x)
+    out_l, cache_l = layers.gelu_forward(x)
+    close(out_k, out_l)
+    close(kernels.gelu_backward(dout, cache_k), layers.gelu_backward(dout, cache_l))
+
+    scores = rng.normal(0, 3, (2, 3, 5, 9)).astype(np.float32)
+    for offset in (0, 4):  # generation: 5 new queries after 4 cached positions
+        att_k = kernels.causal_softmax(scores.copy(), 0.3, offset)
+        att_l = layers.causal_softmax(scores.copy(), 0.3, offset)
+        close(att_k, att_l)
+        assert att_k[0, 0, 0, offset + 1 :].max() == 0.0
+    datt = rng.normal(0, 1, att_k.shape).astype(np.float32)
+    close(kernels.causal_softmax_backward(att_k, datt.copy(), 0.3),
+          layers.causal_softmax_backward(att_l, datt.copy(), 0.3))
+
+    logits = rng.normal(0, 5, (37, 50)).astype(np.float32)
+    targets = rng.integers(0, 50, 37)
+    loss_k, grad_k = kernels.cross_entropy(logits.copy(), targets, 74)
+    loss_l, grad_l = layers.cross_entropy(logits.copy(), targets, 74)
+    assert loss_k == pytest.approx(loss_l, rel=1e-5)
+    close(grad_k, grad_l)
+
+    state = [rng.normal(0, 1, (5, 7)).astype(np.float32) for _ in range(4)]
+    state[3] = np.abs(state[3])
+    mine, theirs = [a.copy() for a in state], [a.copy() for a in state]
+    hyper = (1e-2, 0.9, 0.95, 1e-8, 0.1, 0.5, 0.3)
+    kernels.adamw_update(*mine, *hyper)
+    layers.adamw_update(*theirs, *hyper)
+    for k, l in zip(mine, theirs):
+        close(k, l)
+    kernels.set_threads(0)
 
 
 def test_normalizer_scales_loss_and_gradients():

@@ -1,0 +1,162 @@
+"""Training throughput of the numpy engine against PyTorch eager, side by side.
+
+For each thread count and each configuration, full training steps (forward, backward,
+gradient clipping, AdamW) of the engine and of the same architecture in PyTorch
+(benchmarks/torch_reference.py) alternate, `--repeats` times; the medians and their ratio
+are reported, with model-FLOPs utilisation against the float32 matrix-multiply peak measured
+in the same run. Then generation speed with and without the KV cache.
+
+    make bench   # installs torch==2.13.0 (CPU) into .venv
+    .venv/bin/python benchmarks/train_throughput.py --threads 1 2
+
+Tokens are random: speed does not depend on what they say.
+"""
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_info, threadpool_limits
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from torch_reference import GPT  # noqa: E402
+
+from engine.checkpoint import Model  # noqa: E402
+from engine.generate import SamplingConfig, generate_tokens  # noqa: E402
+from engine.model import GPTConfig, init_params, loss_and_grads, ops  # noqa: E402
+from engine.optim import AdamW, clip_grad_norm  # noqa: E402
+
+CONFIGS = {  # name: (model, batch size)
+    "baby": (GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128), 12),
+    "mid": (GPTConfig(vocab_size=4096, block_size=128, n_layer=4, n_head=4, n_embd=256), 16),
+}
+
+
+def flops_per_token(c: GPTConfig) -> float:
+    """Training FLOPs per token (PaLM appendix B): 6 N + 12 L C T, N the matmul weights."""
+    n = 12 * c.n_layer * c.n_embd**2 + c.vocab_size * c.n_embd
+    return 6 * n + 12 * c.n_layer * c.n_embd * c.block_size
+
+
+def matmul_peak(seconds=1.0) -> float:
+    """Best float32 GFLOP/s of a 1024^3 matrix multiply, numpy (OpenBLAS) or torch."""
+    a = np.random.default_rng(0).standard_normal((1024, 1024), dtype=np.float32)
+    best = 0.0
+    for mm, x in ((np.matmul, a), (torch.matmul, torch.from_numpy(a))):
+        mm(x, x)
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t = time.perf_counter()
+            mm(x, x)
+            best = max(best, 2 * 1024**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+class NumpyRun:
+    def __init__(self, config, batch):
+        self.config, self.batch = config, batch
+        self.params = init_params(config, seed=0)
+        self.optimizer = AdamW(self.params, beta1=0.9, beta2=0.95, weight_decay=0.1)
+        self.rng = np.random.default_rng(0)
+
+    def step(self):
+        c = self.config
+        idx = self.rng.integers(0, c.vocab_size, (self.batch, c.block_size + 1))
+        _, grads = loss_and_grads(self.params, c, idx[:, :-1], idx[:, 1:])
+        clip_grad_norm(grads, 1.0)
+        self.optimizer.step(self.params, grads, 1e-4)
+
+
+class TorchRun:
+    def __init__(self, config, batch):
+        self.config, self.batch = config, batch
+        c = config
+        self.model = GPT(c.vocab_size, c.block_size, c.n_layer, c.n_head, c.n_embd)
+        decay = [p for n, p in self.model.named_parameters() if p.dim() == 2 and "wte" not in n
+                 and "wpe" not in n]
+        rest = [p for n, p in self.model.named_parameters() if not any(p is d for d in decay)]
+        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                                            {"params": rest, "weight_decay": 0.0}],
+                                           lr=1e-4, betas=(0.9, 0.95))
+
+    def step(self):
+        c = self.config
+        idx = torch.randint(0, c.vocab_size, (self.batch, c.block_size + 1))
+        loss = self.model(idx[:, :-1], idx[:, 1:])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+
+
+def tokens_per_second(run, steps: int) -> float:
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        run.step()
+        times.append(time.perf_counter() - t)
+    return run.batch * run.config.block_size / statistics.median(times)
+
+
+def generation_speed(new_tokens: int) -> dict:
+    config = CONFIGS["mid"][0]
+    model = Model(path=Path("."), config=config, params=init_params(config), tokenizer=None)
+    prompt = list(range(16))
+    result = {}
+    for use_cache in (True, False):
+        sampling = SamplingConfig(max_tokens=new_tokens, temperature=1.0, seed=0, stop_at_eot=False)
+        t = time.perf_counter()
+        n = sum(1 for _ in generate_tokens(model, prompt, sampling, use_cache=use_cache))
+        result["with KV cache" if use_cache else "without KV cache"] = n / (time.perf_counter() - t)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--repeats", type=int, default=5, help="alternated runs of each engine")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per run (median taken)")
+    parser.add_argument("--gen-tokens", type=int, default=256)
+    args = parser.parse_args()
+
+    blas = [(i["internal_api"], i.get("architecture")) for i in threadpool_info()]
+    print(f"# {platform.processor() or platform.machine()}, numpy {np.__version__} {blas}, "
+          f"torch {torch.__version__}; kernels: {ops.__name__}")
+    print("| threads | config | numpy tokens/s | torch tokens/s | ratio | numpy MFU | torch MFU |"
+          " peak GFLOP/s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        ops.set_threads(threads)
+        with threadpool_limits(threads):
+            peak = matmul_peak()
+            for name in args.configs:
+                config, batch = CONFIGS[name]
+                runs = {"numpy": NumpyRun(config, batch), "torch": TorchRun(config, batch)}
+                for run in runs.values():  # warm up: compilation, allocator, caches
+                    tokens_per_second(run, 3)
+                rates = {k: [] for k in runs}
+                for _ in range(args.repeats):
+                    for key, run in runs.items():
+                        rates[key].append(tokens_per_second(run, args.steps))
+                ours, theirs = (statistics.median(rates[k]) for k in ("numpy", "torch"))
+                mfu = lambda rate: rate * flops_per_token(config) / (peak * 1e9)  # noqa: E731
+                print(f"| {threads} | {name} | {ours:,.0f} | {theirs:,.0f} | {ours / theirs:.2f}x "
+                      f"| {mfu(ours):.0%} | {mfu(theirs):.0%} | {peak:.0f} |", flush=True)
+    ops.set_threads(1)
+    with threadpool_limits(1):
+        speeds = generation_speed(args.gen_tokens)
+    print(f"\nGeneration, mid configuration, {args.gen_tokens} new tokens, 1 thread: "
+          + ", ".join(f"{k} {v:,.0f} tokens/s" for k, v in speeds.items()))
+
+
+if __name__ == "__main__":
+    main()

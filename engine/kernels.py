@@ -1,0 +1,262 @@
+"""Fused CPU kernels (numba) for the element-wise layers of engine/layers.py.
+
+Same names, signatures and results as engine/layers.py (the tests hold them to it). They
+exist for speed: numpy runs each operation as its own pass over memory, on one core, with
+scalar transcendentals, so a GELU or a softmax costs as much as the matrix multiplications
+around it. Here each layer is one or two passes, vectorised and spread over the cores given
+to `set_threads`.
+
+float32 GELU uses a rational approximation of tanh (Eigen's, absolute error below 2e-6),
+since numba has no vectorised tanh; float64 (the gradient check) uses the exact one.
+"""
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from numba import njit
+
+from engine.layers import GELU_C, LN_EPS
+
+JIT = dict(nogil=True, fastmath=True, cache=False, error_model="numpy")  # no pickle cache
+GELU_A = 0.044715
+_threads = os.cpu_count() or 1
+_pool: ThreadPoolExecutor | None = None
+
+
+def set_threads(n: int) -> None:
+    """Threads for the kernels (0: every core)."""
+    global _threads, _pool
+    _threads = n or os.cpu_count() or 1
+    if _pool is not None and _pool._max_workers < _threads:
+        _pool.shutdown()
+        _pool = None
+
+
+def _over_rows(kernel, n_rows: int, *args) -> None:
+    """kernel(start, stop, part, *args) for `parts` contiguous ranges of the rows at once."""
+    global _pool
+    parts = max(1, min(_threads, n_rows))
+    if parts == 1:
+        kernel(0, n_rows, 0, *args)
+        return
+    if _pool is None:
+        _pool = ThreadPoolExecutor(_threads, thread_name_prefix="cllm-kernel")
+    bounds = [n_rows * i // parts for i in range(parts + 1)]
+    futures = [_pool.submit(kernel, bounds[i], bounds[i + 1], i, *args) for i in range(parts)]
+    for future in futures:
+        future.result()
+
+
+# --- GELU -------------------------------------------------------------------------------
+
+
+@njit(inline="always", **JIT)
+def _tanh_rational(x):
+    x = min(max(x, np.float32(-7.90531110763549805)), np.float32(7.90531110763549805))
+    x2 = x * x
+    p = x2 * np.float32(-2.76076847742355e-16) + np.float32(2.00018790482477e-13)
+    p = x2 * p + np.float32(-8.60467152213735e-11)
+    p = x2 * p + np.float32(5.12229709037114e-08)
+    p = x2 * p + np.float32(1.48572235717979e-05)
+    p = x2 * p + np.float32(6.37261928875436e-04)
+    p = x2 * p + np.float32(4.89352455891786e-03)
+    q = x2 * np.float32(1.19825839466702e-06) + np.float32(1.18534705686654e-04)
+    q = x2 * q + np.float32(2.26843463243900e-03)
+    q = x2 * q + np.float32(4.89352518554385e-03)
+    return x * p / q
+
+
+@njit(inline="always", **JIT)
+def _tanh_exact(x):
+    return math.tanh(x)
+
+
+def _make_gelu(tanh):
+    @njit(**JIT)
+    def forward(start, stop, part, x, out):
+        c, a = x.dtype.type(GELU_C), x.dtype.type(GELU_A)
+        for r in range(start, stop):
+            for i in range(x.shape[1]):
+                v = x[r, i]
+                out[r, i] = 0.5 * v * (1.0 + tanh(c * (v + a * v * v * v)))
+
+    @njit(**JIT)
+    def backward(start, stop, part, x, dout, dx):
+        c, a = x.dtype.type(GELU_C), x.dtype.type(GELU_A)
+        for r in range(start, stop):
+            for i in range(x.shape[1]):
+                v = x[r, i]
+                t = tanh(c * (v + a * v * v * v))
+                slope = 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * c * (1.0 + 3.0 * a * v * v)
+                dx[r, i] = dout[r, i] * slope
+
+    return forward, backward
+
+
+_gelu = {np.dtype(np.float32): _make_gelu(_tanh_rational),
+         np.dtype(np.float64): _make_gelu(_tanh_exact)}
+
+
+def gelu_forward(x):
+    out = np.empty_like(x)
+    _over_rows(_gelu[x.dtype][0], x.shape[0], x, out)
+    return out, x
+
+
+def gelu_backward(dout, x):
+    dx = np.empty_like(x)
+    _over_rows(_gelu[x.dtype][1], x.shape[0], x, dout, dx)
+    return dx
+
+
+# --- LayerNorm --------------------------------------------------------------------------
+
+
+@njit(**JIT)
+def _layernorm_forward(start, stop, part, x, g, b, out, xhat, rstd):
+    C = x.shape[1]
+    for r in range(start, stop):
+        mean = x[r].sum() / C
+        var = 0.0
+        for i in range(C):
+            d = x[r, i] - mean
+            var += d * d
+        s = 1.0 / math.sqrt(var / C + LN_EPS)
+        rstd[r] = s
+        for i in range(C):
+            h = (x[r, i] - mean) * s
+            xhat[r, i] = h
+            out[r, i] = h * g[i] + b[i]
+
+
+@njit(**JIT)
+def _layernorm_backward(start, stop, part, dout, xhat, rstd, g, dx, dg_parts, db_parts):
+    C = dout.shape[1]
+    for r in range(start, stop):
+        mean_d = 0.0
+        mean_dx = 0.0
+        for i in range(C):
+            d = dout[r, i] * g[i]
+            mean_d += d
+            mean_dx += d * xhat[r, i]
+            dg_parts[part, i] += dout[r, i] * xhat[r, i]  # each part sums its own rows
+            db_parts[part, i] += dout[r, i]
+        mean_d /= C
+        mean_dx /= C
+        for i in range(C):
+            dx[r, i] = (dout[r, i] * g[i] - mean_d - xhat[r, i] * mean_dx) * rstd[r]
+
+
+def layernorm_forward(x, g, b):
+    out, xhat = np.empty_like(x), np.empty_like(x)
+    rstd = np.empty(x.shape[0], dtype=x.dtype)
+    _over_rows(_layernorm_forward, x.shape[0], x, g, b, out, xhat, rstd)
+    return out, (xhat, rstd, g)
+
+
+def layernorm_backward(dout, cache):
+    xhat, rstd, g = cache
+    dg_parts = np.zeros((_threads, dout.shape[1]), dtype=dout.dtype)
+    db_parts = np.zeros_like(dg_parts)
+    dx = np.empty_like(dout)
+    _over_rows(_layernorm_backward, dout.shape[0], dout, xhat, rstd, g, dx, dg_parts, db_parts)
+    return dx, dg_parts.sum(axis=0), db_parts.sum(axis=0)
+
+
+# --- causal softmax ---------------------------------------------------------------------
+
+
+@njit(**JIT)
+def _causal_softmax(start, stop, part, scores, scale, offset):
+    n_query, n_key = scores.shape[1], scores.shape[2]
+    for bh in range(start, stop):
+        for i in range(n_query):
+            row = scores[bh, i]
+            last = min(offset + i + 1, n_key)  # keys this query may see
+            peak = row[:last].max()
+            total = 0.0
+            for j in range(last):
+                e = math.exp((row[j] - peak) * scale)
+                row[j] = e
+                total += e
+            inv = 1.0 / total
+            for j in range(last):
+                row[j] *= inv
+            row[last:] = 0.0
+
+
+@njit(**JIT)
+def _causal_softmax_backward(start, stop, part, att, datt, scale):
+    for bh in range(start, stop):
+        for i in range(att.shape[1]):
+            a, d = att[bh, i], datt[bh, i]
+            dot = 0.0
+            for j in range(a.shape[0]):
+                dot += a[j] * d[j]
+            for j in range(a.shape[0]):
+                d[j] = a[j] * (d[j] - dot) * scale
+
+
+def causal_softmax(scores, scale, offset=0):
+    flat = scores.reshape(-1, *scores.shape[-2:])
+    _over_rows(_causal_softmax, flat.shape[0], flat, scores.dtype.type(scale), offset)
+    return scores
+
+
+def causal_softmax_backward(att, datt, scale):
+    shape = att.shape[-2:]
+    flat_att, flat_datt = att.reshape(-1, *shape), datt.reshape(-1, *shape)
+    _over_rows(_causal_softmax_backward, flat_att.shape[0], flat_att, flat_datt,
+               att.dtype.type(scale))
+    return datt
+
+
+# --- cross-entropy ----------------------------------------------------------------------
+
+
+@njit(**JIT)
+def _cross_entropy(start, stop, part, logits, targets, inv_norm, row_loss):
+    for r in range(start, stop):
+        row = logits[r]
+        t = targets[r]
+        peak = row.max()
+        target_logit = row[t]
+        total = 0.0
+        for j in range(row.shape[0]):
+            e = math.exp(row[j] - peak)
+            row[j] = e
+            total += e
+        row_loss[r] = math.log(total) - (target_logit - peak)
+        scale = inv_norm / total
+        for j in range(row.shape[0]):
+            row[j] *= scale
+        row[t] -= inv_norm
+
+
+def cross_entropy(logits, targets, normalizer):
+    row_loss = np.empty(logits.shape[0], dtype=np.float64)
+    _over_rows(_cross_entropy, logits.shape[0], logits, targets,
+               logits.dtype.type(1.0 / normalizer), row_loss)
+    return float(row_loss.sum()) / normalizer, logits
+
+
+# --- AdamW ------------------------------------------------------------------------------
+
+
+@njit(**JIT)
+def _adamw(start, stop, part, p, g, m, v, lr, beta1, beta2, eps, weight_decay, correction1,
+           correction2):
+    decay = 1.0 - lr * weight_decay
+    step = lr / correction1
+    for i in range(start, stop):
+        m[i] = beta1 * m[i] + (1.0 - beta1) * g[i]
+        v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i]
+        p[i] = p[i] * decay - step * m[i] / (math.sqrt(v[i] / correction2) + eps)
+
+
+def adamw_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, correction1, correction2):
+    t = p.dtype.type
+    _over_rows(_adamw, p.size, p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
+               t(lr), t(beta1), t(beta2), t(eps), t(weight_decay), t(correction1), t(correction2))
