@@ -4,6 +4,17 @@ import logging
 import sys
 
 import structlog
+from tqdm import tqdm
+
+
+class _BarSafeStderr:
+    """stderr that lifts any progress bar out of the way of a log line, then redraws it."""
+
+    def write(self, text: str) -> None:
+        tqdm.write(text, file=sys.stderr, end="")
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def configure_logging(log_format: str = "auto", level: int = logging.INFO) -> None:
@@ -23,6 +34,7 @@ def configure_logging(log_format: str = "auto", level: int = logging.INFO) -> No
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(
+            file=_BarSafeStderr() if log_format == "console" else sys.stderr),
         cache_logger_on_first_use=False,
     )
