@@ -201,17 +201,26 @@ def param_checksum(params: dict) -> str:
     return h.hexdigest()
 
 
-def worker_times(table: np.ndarray) -> dict:
-    """Progress fields from the summed per-rank (compute, reduce, cpu) seconds: each rank's
-    share of the step computing / waiting for the slowest rank / moving gradients, and the
-    communication share of the step."""
-    compute, comm = table[:, 0], table[:, 1]
-    step = compute + comm
+def worker_times(table: np.ndarray, steps: int | None = None) -> dict:
+    """Progress fields from the summed per-rank (compute, reduce, update, CPU) seconds.
+
+    Each rank's share of the step computing, waiting for the slowest rank to finish
+    computing, and moving gradients; the communication share of the step. With `steps`, also
+    the per-rank totals, the CPU utilisation and the throughput (for the final log event).
+    """
+    compute, comm, update, cpu = table.T
+    step = compute + comm + update
     waiting = np.minimum(compute.max() - compute, comm)
     moving = comm - waiting
     states = " ".join(f"{r}:c{100 * c / s:.0f}/w{100 * w / s:.0f}/r{100 * m / s:.0f}"
                       for r, (c, w, m, s) in enumerate(zip(compute, waiting, moving, step)))
-    return {"comm": f"{100 * comm.mean() / step.mean():.1f}%", "workers": states}
+    fields = {"comm": f"{100 * comm.mean() / step.mean():.1f}%", "workers": states}
+    if steps:
+        rounded = lambda a: a.round(3).tolist()  # noqa: E731
+        fields |= {"step_s": round(step[0] / steps, 4), "compute_s": rounded(compute),
+                   "reduce_s": rounded(comm), "update_s": rounded(update),
+                   "cpu_util": rounded(cpu / step), "comm_share": round(comm.mean() / step.mean(), 4)}
+    return fields
 
 
 def inject_fault(world: Topology, step: int) -> None:
@@ -312,7 +321,8 @@ def launch(workers: int, worker_argv: list[str], threads: int) -> tuple[int, str
         raise UserError(f"{mpiexec} not found: install the MPI runtime (pip install mpich) "
                         "or train with --workers 1")
     threads_env = {name: str(threads) for name in
-                   ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+                   ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "NUMBA_NUM_THREADS")}
     with tempfile.TemporaryDirectory(prefix="cllm-mpi-") as run_dir:
         env = os.environ | threads_env | {RUN_DIR_ENV: run_dir}
         command = [str(mpiexec), "-n", str(workers), sys.executable, "-m", "pipeline.cli",

@@ -34,7 +34,7 @@ from engine.data import (
 )
 from engine.distributed import Solo, Topology, inject_fault, worker_times
 from engine.errors import UserError
-from engine.model import GPTConfig, init_params, loss_and_grads, loss_only, parameter_shapes
+from engine.model import GPTConfig, init_params, loss_and_grads, loss_only, ops, parameter_shapes
 from engine.optim import AdamW, Schedule, clip_grad_norm
 from engine.progress import Progress
 from engine.tokenizer import Tokenizer
@@ -220,9 +220,12 @@ def run_training(data: TokenData, tokenizer: Tokenizer, out: Path, config: GPTCo
                         unit="step", enabled=world.is_root)
     tokens_per_step = cfg.batch_size * cfg.seq_len
     reduce = world.gradient_reduction(parameter_shapes(config))
-    times = np.zeros((world.size, 3))  # per rank: compute, reduce and CPU seconds (on the root)
+    # per rank, on the root: seconds computing, reducing, updating, and CPU seconds; without
+    # the run's first step (compilation, first touch of memory), which says nothing of speed
+    times, timed_steps = np.zeros((world.size, 4)), 0
     train_loss = val_loss = float("nan")
     started, started_step = time.monotonic(), step
+    ops.set_threads(cfg.threads)  # the fused kernels' threads; BLAS's are limited below
     # overflow warnings would only repeat what the divergence check below reports
     with threadpool_limits(cfg.threads or None), StopFlag() as stop, \
             np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -236,23 +239,25 @@ def run_training(data: TokenData, tokenizer: Tokenizer, out: Path, config: GPTCo
             loss, grads = loss_and_grads(params, config, x, y, normalizer=tokens_per_step)
             computed = time.perf_counter()
             grads, loss, stopping = reduce(grads, loss, stop.signal is not None)
-            step_times = world.gather_row([computed - began, time.perf_counter() - computed,
-                                           time.process_time() - cpu_began])
+            reduced = time.perf_counter()
             norm = clip_grad_norm(grads, cfg.grad_clip)
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 progress.close()
                 kept = f"the last good checkpoint (step {last_saved}) is kept in {out}" \
                     if last_saved is not None else "no checkpoint was written"
-                raise UserError(f"training diverged: loss {loss} at step {step}; {kept}; "
-                                "lower --lr or raise warmup_steps")
+                raise UserError(f"training diverged at step {step} (loss {loss:.4g}, gradient "
+                                f"norm {norm:.4g}); {kept}; lower --lr or raise warmup_steps")
             optimizer.step(params, grads, schedule.lr(step))
+            step_times = world.gather_row([computed - began, reduced - computed,
+                                           time.perf_counter() - reduced,
+                                           time.process_time() - cpu_began])
             step += 1
             tokens_seen += tokens_per_step
             step_losses.append(round(loss, 5))
             rate = (step - started_step) * tokens_per_step / (time.monotonic() - started)
-            if world.is_root:
-                times += step_times
-            fields = worker_times(times) if world.size > 1 and world.is_root else {}
+            if world.is_root and step - started_step > 1:
+                times, timed_steps = times + step_times, timed_steps + 1
+            fields = worker_times(times) if world.size > 1 and timed_steps else {}
             progress.update(1, loss=f"{loss:.3f}", tok_s=f"{rate:,.0f}", **fields)
 
             final = step == cfg.steps
@@ -279,10 +284,10 @@ def run_training(data: TokenData, tokenizer: Tokenizer, out: Path, config: GPTCo
         val_loss = evaluate(params, config, data.val, cfg)
     checksums = world.checksums(params)
     if world.is_root:
-        if world.size > 1:
-            log.info("worker_time", compute_s=times[:, 0].round(3).tolist(),
-                     reduce_s=times[:, 1].round(3).tolist(), cpu_s=times[:, 2].round(3).tolist(),
-                     wall_s=round(time.monotonic() - started, 3), **worker_times(times))
+        if timed_steps:
+            rate = timed_steps * tokens_per_step / times[0, :3].sum()
+            log.info("worker_time", steps=timed_steps, tokens_per_s=round(rate),
+                     **worker_times(times, timed_steps))
         log.info("param_checksum", ranks=checksums, identical=len(set(checksums)) == 1)
         if len(set(checksums)) != 1:
             raise RuntimeError(f"the ranks' parameters differ after training: {checksums}")
