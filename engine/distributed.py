@@ -217,9 +217,10 @@ def worker_times(table: np.ndarray, steps: int | None = None) -> dict:
     fields = {"comm": f"{100 * comm.mean() / step.mean():.1f}%", "workers": states}
     if steps:
         rounded = lambda a: a.round(3).tolist()  # noqa: E731
-        fields |= {"step_s": round(step[0] / steps, 4), "compute_s": rounded(compute),
+        fields |= {"step_s": round(float(step[0]) / steps, 4), "compute_s": rounded(compute),
                    "reduce_s": rounded(comm), "update_s": rounded(update),
-                   "cpu_util": rounded(cpu / step), "comm_share": round(comm.mean() / step.mean(), 4)}
+                   "cpu_util": rounded(cpu / step),
+                   "comm_share": round(float(comm.mean() / step.mean()), 4)}
     return fields
 
 
@@ -289,7 +290,7 @@ def run_rank(group_size: int | None, work) -> int:
 # What MPICH's mpiexec (hydra) prints when a rank dies; the launcher says it in one line.
 HYDRA_NOISE = re.compile(
     r"^(=+|=\s.*|YOUR APPLICATION TERMINATED.*|This typically refers to a problem.*"
-    r"|Please see the FAQ page.*|\[mpiexec@.*|application called MPI_Abort.*|\s*)$"
+    r"|Please see the FAQ page.*|\[mpiexec@.*|Abort\(\d+\) on node .*|\s*)$"
 )
 
 
@@ -310,7 +311,8 @@ def _forward(stream, sink, noise: list) -> None:
             sink.flush()
 
 
-def launch(workers: int, worker_argv: list[str], threads: int) -> tuple[int, str | None]:
+def launch(workers: int, worker_argv: list[str], threads: int,
+           env: dict | None = None) -> tuple[int, str | None]:
     """Run `python -m pipeline.cli <worker_argv>` as `workers` MPI ranks and wait.
 
     Returns (exit status, one-line message or None). Ctrl-C and SIGTERM are passed to mpiexec,
@@ -324,7 +326,7 @@ def launch(workers: int, worker_argv: list[str], threads: int) -> tuple[int, str
                    ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "NUMBA_NUM_THREADS")}
     with tempfile.TemporaryDirectory(prefix="cllm-mpi-") as run_dir:
-        env = os.environ | threads_env | {RUN_DIR_ENV: run_dir}
+        env = os.environ | threads_env | (env or {}) | {RUN_DIR_ENV: run_dir}
         command = [str(mpiexec), "-n", str(workers), sys.executable, "-m", "pipeline.cli",
                    *worker_argv]
         # its own session: a Ctrl-C on the terminal reaches mpiexec once, through us

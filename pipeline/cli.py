@@ -129,7 +129,10 @@ def launch_workers(args, config: Config) -> int:
         value = getattr(args, name)
         if value is not None and name != "threads":
             argv += [f"--{name.replace('_', '-')}", str(value)]
-    status, message = launch(args.workers, argv, threads)
+    # the ranks write to pipes: keep their log lines readable when a person is watching
+    console = config.log_format == "auto" and sys.stderr.isatty()
+    status, message = launch(args.workers, argv, threads,
+                             env={"CLLM_LOG_FORMAT": "console"} if console else None)
     if message:
         kind = "interrupted" if status == 130 else "error"
         print(f"cllm train: {kind}: {message}", file=sys.stderr)

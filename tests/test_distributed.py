@@ -132,6 +132,9 @@ def test_two_workers_match_one_worker_with_the_whole_batch(shared_home, one_work
     assert len(set(checksums["ranks"])) == 1
     (times,) = events(result.stderr, "worker_time")
     assert len(times["compute_s"]) == 2 and times["comm"].endswith("%")
+    progress = events(result.stderr, "train_progress")[-1]  # each rank: computing/waiting/reducing
+    assert progress["comm"].endswith("%") and progress["workers"].startswith("0:c")
+    assert len(progress["workers"].split()) == 2
     assert "after 20 steps" in result.stdout
     assert result.stdout.count("model written") == 1  # only the root speaks
 
