@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate(sub)
     add_tokenize(sub)
     add_crawl(sub)
+    add_update(sub)
+    add_models(sub)
     return parser
 
 
@@ -64,9 +66,12 @@ TRAIN_FLAGS = ["steps", "batch_size", "seq_len", "lr", "vocab_size", "seed", "th
 
 def add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model on text files, folders or Parquet shards")
-    p.add_argument("--data", nargs="+", required=True, metavar="PATH",
+    p.add_argument("--data", nargs="+", metavar="PATH",
                    help="text files, folders of them, or Parquet shards")
-    p.add_argument("--out", required=True, metavar="DIR", help="the model version directory to write")
+    p.add_argument("--out", metavar="DIR", help="the model version directory to write")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="train a tokenizer and model on every shard of the catalog and register "
+                   "it (version 1 becomes champion) instead of --data/--out")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--batch-size", type=int, help="windows per step (all workers together)")
@@ -98,6 +103,11 @@ def cmd_train(args, config: Config) -> int:
     apply_flags(config.train, args, TRAIN_FLAGS)
     if args.workers < 1:
         raise UserError(f"--workers {args.workers} must be at least 1")
+    if args.from_scratch:
+        return train_from_scratch(args, config)
+    if not args.data or not args.out:
+        raise UserError("give --data PATH... and --out DIR, or --from-scratch to train on the "
+                        "shard catalog")
     if args.mpi:
         return train_rank(args, config)
     if args.workers > 1:
@@ -105,6 +115,16 @@ def cmd_train(args, config: Config) -> int:
     result = train([Path(p) for p in args.data], Path(args.out), config.model, config.train,
                    cache_root=config.home / "tokens", resume=args.resume)
     print_result(result)
+    return 0
+
+
+def train_from_scratch(args, config: Config) -> int:
+    from pipeline.continual import from_scratch
+
+    if args.data or args.out or args.resume or args.workers > 1 or args.mpi:
+        raise UserError("--from-scratch trains on the shard catalog in one process and "
+                        "registers the model: leave out --data, --out, --resume, --workers, --mpi")
+    print_outcome(from_scratch(config), config)
     return 0
 
 
@@ -163,7 +183,9 @@ def train_rank(args, config: Config) -> int:
 
 def add_generate(sub) -> None:
     p = sub.add_parser("generate", help="generate text from a trained model")
-    p.add_argument("--model", required=True, metavar="DIR", help="a model version directory")
+    p.add_argument("--model", required=True, metavar="DIR|REF",
+                   help="a model version directory, or a registered version: "
+                   "models:/cllm@champion, models:/cllm/7, models:/cllm/latest")
     p.add_argument("--prompt", default="", help="the text to continue")
     p.add_argument("--interactive", action="store_true", help="a prompt loop on the terminal")
     p.add_argument("--max-tokens", type=int, default=200, help="new tokens at most (default 200)")
@@ -181,7 +203,7 @@ def cmd_generate(args, config: Config) -> int:
     sampling = SamplingConfig(max_tokens=args.max_tokens, temperature=args.temperature,
                               top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     sampling.validate()
-    model = load_model(Path(args.model))
+    model = load_model(model_path(args.model, config))
 
     def run(prompt: str) -> None:
         for piece in generate_text(model, prompt, sampling):
@@ -202,6 +224,15 @@ def cmd_generate(args, config: Config) -> int:
         if not prompt:
             return 0
         run(prompt)
+
+
+def model_path(model: str, config: Config) -> Path:
+    """A directory as it is; a `models:/` reference pulled from the registry (once, cached)."""
+    from pipeline.registry import Registry, is_registry_ref
+
+    if is_registry_ref(model):
+        return Registry(config.home, config.model_name).pull(model)
+    return Path(model)
 
 
 # --- tokenize ---------------------------------------------------------------------------
@@ -286,6 +317,96 @@ def cmd_crawl(args, config: Config) -> int:
         print(f"crawl {report.crawl_id} paused: run the same command again to resume",
               file=sys.stderr)
         return 130
+    return 0
+
+
+# --- continuous learning and the registry ------------------------------------------------
+
+
+def add_update(sub) -> None:
+    p = sub.add_parser("update", help="continue champion on the new shards of the catalog and "
+                       "register the result (champion moves if the gate passes)")
+    p.add_argument("--steps", metavar="N", help="optimizer steps of the update")
+    p.add_argument("--no-wait", action="store_true",
+                   help="exit with an error instead of waiting when another update is running")
+    p.set_defaults(handler=cmd_update)
+
+
+def cmd_update(args, config: Config) -> int:
+    from pipeline.continual import update
+
+    apply_flags(config.continual, args, ["steps"])
+    print_outcome(update(config, wait=not args.no_wait), config)
+    return 0
+
+
+def print_outcome(outcome, config: Config) -> None:
+    for skipped in outcome.plan.skipped:
+        print(f"skipped shard {skipped['path']}: {skipped['reason']} (left new)")
+    name = config.model_name
+    if outcome.version is None:
+        print(f"no new shards: nothing to do (champion is {name}/{outcome.plan.parent})")
+        return
+    if outcome.evaluation is None:
+        print(f"version {outcome.version} was already trained on these "
+              f"{len(outcome.plan.new)} shards: nothing to do")
+        return
+    e, parent = outcome.evaluation, outcome.plan.parent
+    print(f"registered {name}/{outcome.version}" + (f" (parent {parent})" if parent else "")
+          + f" trained on {len(outcome.plan.new)} new shard(s)"
+          + (f", replaying {len(outcome.plan.old)} older" if parent and outcome.plan.old else ""))
+    print(f"val loss on new data {e.val_loss_new:.4f}" + (
+        f" (parent {e.parent_val_loss_new:.4f})" if e.parent_val_loss_new is not None else ""))
+    if e.val_loss_old is not None:
+        print(f"val loss on old data {e.val_loss_old:.4f} (parent {e.parent_val_loss_old:.4f})")
+    verdict = "passed" if e.passed else "refused"
+    print(f"gate {verdict}: {e.reason}")
+    print(f"champion is now {name}/{outcome.version}" if outcome.promoted
+          else f"champion stays where it was")
+
+
+def add_models(sub) -> None:
+    p = sub.add_parser("models", help="registered model versions: list, pull, promote, rollback")
+    msub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    msub.add_parser("list", help="versions with aliases, parent, shards, losses, gate")
+    pull = msub.add_parser("pull", help="download a version's directory")
+    pull.add_argument("ref", nargs="?", default="@champion",
+                      help="cllm@champion (default), cllm/7, cllm/latest, with or without models:/")
+    pull.add_argument("--dest", required=True, metavar="DIR", help="a new folder to write")
+    promote = msub.add_parser("promote", help="make a version champion, whatever its gate said")
+    promote.add_argument("version", help="the version number")
+    msub.add_parser("rollback", help="move champion back to its parent version")
+    p.set_defaults(handler=cmd_models)
+
+
+def cmd_models(args, config: Config) -> int:
+    from pipeline.registry import Registry
+
+    registry = Registry(config.home, config.model_name)
+    if args.action == "list":
+        versions = registry.versions()
+        if not versions:
+            print(f"no versions of {config.model_name} in {registry.uri}")
+        for v in versions:
+            shards = v.shards
+            print(f"{v.ref:<10} {','.join(v.aliases) or '-':<10} "
+                  f"parent={v.tags.get('parent_version') or '-':<4} shards={len(shards):<4} "
+                  f"val_loss_new={v.tags.get('val_loss_new') or '-':<8} "
+                  f"val_loss_old={v.tags.get('val_loss_old') or '-':<8} "
+                  f"gate={v.tags.get('gate', '-')}")
+    elif args.action == "pull":
+        dest = registry.pull(args.ref, Path(args.dest))
+        print(f"{registry.resolve(args.ref).ref} pulled to {dest}")
+    elif args.action == "promote":
+        registry.set_champion(args.version)
+        print(f"champion is now {config.model_name}/{args.version}")
+    else:
+        champion = registry.resolve("@champion")
+        parent = champion.tags.get("parent_version")
+        if not parent:
+            raise UserError(f"champion {champion.ref} has no parent version to roll back to")
+        registry.set_champion(parent)
+        print(f"champion moved back from {champion.ref} to {config.model_name}/{parent}")
     return 0
 
 

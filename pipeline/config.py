@@ -23,6 +23,33 @@ from engine.train import TrainConfig
 
 
 @dataclass
+class ContinualConfig:
+    """`[continual]`: how `cllm update` continues the champion on new shards."""
+
+    steps: int = 200  # optimizer steps of one update
+    replay_fraction: float = 0.25  # share of an update's training tokens drawn from older shards
+    lr: float = 1e-3  # the re-warmed peak learning rate
+    min_lr: float = 1e-4  # where the update's cosine decay ends
+    warmup_steps: int = 20  # at most a tenth of the steps (Schedule.rewarm)
+    gate_tolerance: float = 0.02  # old-data loss may worsen by this share and still pass
+    eval_batches: int = 8  # batches of held-out windows per part for the gate
+
+    def validate(self) -> None:
+        for name in ("steps", "warmup_steps", "eval_batches"):
+            if getattr(self, name) < 1:
+                raise UserError(f"continual setting {name}={getattr(self, name)} must be at least 1")
+        if not 0 <= self.replay_fraction < 1:
+            raise UserError(f"continual setting replay_fraction={self.replay_fraction} must be "
+                            "at least 0 and below 1")
+        if not self.lr > 0 or not 0 <= self.min_lr <= self.lr:
+            raise UserError(f"continual learning rates lr={self.lr}, min_lr={self.min_lr} must "
+                            "satisfy 0 <= min_lr <= lr and lr > 0")
+        if self.gate_tolerance < 0:
+            raise UserError(f"continual setting gate_tolerance={self.gate_tolerance} must be 0 "
+                            "or more")
+
+
+@dataclass
 class Config:
     home: Path = Path("./var")  # CLLM_HOME: where all state lives
     model_name: str = "cllm"  # the registered model's name
@@ -30,6 +57,7 @@ class Config:
     model: GPTConfig = field(default_factory=GPTConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     crawl: CrawlConfig = field(default_factory=CrawlConfig)
+    continual: ContinualConfig = field(default_factory=ContinualConfig)
 
     @property
     def sections(self) -> dict[str, object]:

@@ -1,0 +1,65 @@
+"""Helpers for the continual-learning tests: real Parquet shards of real text in the
+architecture's schema, registered in the catalog of a home as a crawl would."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from conftest import TEXT
+from crawler.shards import SCHEMA, describe
+from pipeline.catalog import Catalog
+
+# Tiny models and short runs: every test trains in seconds on two shared cores.
+TINY = {"CLLM_MODEL_N_LAYER": "1", "CLLM_MODEL_N_HEAD": "2", "CLLM_MODEL_N_EMBD": "32",
+        "CLLM_TRAIN_SEQ_LEN": "32", "CLLM_TRAIN_BATCH_SIZE": "8", "CLLM_TRAIN_VOCAB_SIZE": "300",
+        "CLLM_TRAIN_STEPS": "30", "CLLM_TRAIN_LR": "3e-3", "CLLM_TRAIN_WARMUP_STEPS": "3",
+        "CLLM_TRAIN_EVAL_EVERY": "10", "CLLM_TRAIN_CHECKPOINT_EVERY": "10",
+        "CLLM_CONTINUAL_STEPS": "20", "CLLM_CONTINUAL_LR": "2e-3", "CLLM_CONTINUAL_WARMUP_STEPS": "2",
+        "CLLM_CONTINUAL_EVAL_BATCHES": "4", "CLLM_LOG_FORMAT": "json"}
+
+
+def documents(play: str, size: int = 1500, limit: int | None = None) -> list[str]:
+    """A play cut into documents of about `size` characters at blank lines."""
+    text = (TEXT / "shakespeare" / f"{play}.txt").read_text(encoding="utf-8")
+    docs, current = [], ""
+    for paragraph in text.split("\n\n"):
+        current += paragraph + "\n\n"
+        if len(current) >= size:
+            docs.append(current.strip())
+            current = ""
+    return docs[:limit]
+
+
+def write_shard(home: Path, crawl_id: str, texts: list[str], part: int = 1) -> Path:
+    """A complete shard of these documents, recorded `new` in the catalog."""
+    now = datetime.now(timezone.utc)
+    rows = [{"doc_id": hashlib.sha256(t.encode("utf-8")).hexdigest(),
+             "url": f"https://example.org/{crawl_id}/{i}",
+             "canonical_url": f"https://example.org/{crawl_id}/{i}", "domain": "example.org",
+             "title": f"document {i}", "text": t, "language": "en", "fetched_at": now,
+             "http_status": 200, "content_type": "text/html", "n_chars": len(t),
+             "crawl_id": crawl_id} for i, t in enumerate(texts)]
+    path = home / "shards" / crawl_id / f"part-{part:05d}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), path, compression="zstd")
+    register_file(home, path, crawl_id)
+    return path
+
+
+def register_file(home: Path, path: Path, crawl_id: str, rows: int | None = None) -> None:
+    """Record any file as a shard, as a crawler would after writing it."""
+    data = path.read_bytes()
+    with Catalog(home) as catalog:
+        catalog.add_shard(path, crawl_id, rows if rows is not None else describe(path).rows,
+                          len(data), hashlib.sha256(data).hexdigest())
+
+
+def shard_states(home: Path) -> dict[str, tuple[str, str | None]]:
+    with Catalog(home) as catalog:
+        return {s.path.relative_to(home.resolve()).as_posix(): (s.state, s.consumed_by)
+                for s in catalog.list_shards()}
