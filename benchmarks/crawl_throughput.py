@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -32,8 +33,11 @@ PYDOC = Path("/usr/share/doc/python3.11/html")
 CLLM = Path(sys.executable).with_name("cllm")
 
 
-def run_measured(cmd: list[str], env: dict) -> tuple[subprocess.CompletedProcess, int]:
-    """Run a command; return its result and the peak resident memory of its process tree."""
+def run_measured(cmd: list[str], env: dict) -> tuple[subprocess.CompletedProcess, int, float]:
+    """Run a command; return its result, the peak resident memory of its process tree (sum
+    of its processes, sampled every 0.1 s) and the CPU seconds the tree used, start-up
+    included (a machine shared with other work changes wall time more than CPU time)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     process = psutil.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0
     while process.poll() is None:
@@ -46,7 +50,9 @@ def run_measured(cmd: list[str], env: dict) -> tuple[subprocess.CompletedProcess
     out, err = process.communicate()
     if process.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{err[-3000:]}")
-    return subprocess.CompletedProcess(cmd, 0, out, err), peak
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return subprocess.CompletedProcess(cmd, 0, out, err), peak, cpu
 
 
 def crawler_run(url: str) -> dict:
@@ -54,16 +60,18 @@ def crawler_run(url: str) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")} | {
             "CLLM_HOME": home, "CLLM_CRAWL_DELAY": "0", "CLLM_CRAWL_AUTOTHROTTLE": "false",
             "CLLM_LOG_FORMAT": "json"}
-        result, peak = run_measured([str(CLLM), "crawl", "--json", "--seeds", url], env)
+        result, peak, cpu = run_measured([str(CLLM), "crawl", "--json", "--seeds", url], env)
     report = json.loads(result.stdout)
     return {"pages": report["pages_fetched"], "seconds": report["seconds"],
             "pages_per_s": report["pages_fetched"] / report["seconds"],
-            "docs": report["docs_written"], "peak_rss_mb": peak / 2**20}
+            "docs": report["docs_written"], "peak_rss_mb": peak / 2**20,
+            "cpu_ms_per_page": cpu / report["pages_fetched"] * 1000}
 
 
 def extraction_run() -> dict:
-    result, peak = run_measured([sys.executable, __file__, "--extract-only"], dict(os.environ))
-    return json.loads(result.stdout) | {"peak_rss_mb": peak / 2**20}
+    result, peak, cpu = run_measured([sys.executable, __file__, "--extract-only"], dict(os.environ))
+    run = json.loads(result.stdout)
+    return run | {"peak_rss_mb": peak / 2**20, "cpu_ms_per_page": cpu / run["pages"] * 1000}
 
 
 def extract_only() -> None:
@@ -114,14 +122,15 @@ def main() -> None:
           f"{os.getloadavg()[0]:.1f} after")
     print(f"pages: crawler fetched {crawls[0]['pages']} (wrote {crawls[0]['docs']} documents), "
           f"extraction read {extractions[0]['pages']} from disk; {args.repeats} runs each, alternating")
-    print("| | pages/s (median) | runs | peak memory (median) |")
-    print("| --- | --- | --- | --- |")
+    print("| | pages/s (median) | runs | CPU ms per page (median) | peak memory (median) |")
+    print("| --- | --- | --- | --- | --- |")
     for name, runs in [("crawler (cllm crawl, 2 extraction workers)", crawls),
                        ("trafilatura extraction alone (1 process)", extractions)]:
         rates = ", ".join(f"{r['pages_per_s']:.2f}" for r in runs)
         print(f"| {name} | {median(runs, 'pages_per_s'):.2f} | {rates} | "
-              f"{median(runs, 'peak_rss_mb'):.0f} MB |")
-    print(f"ratio crawler / extraction alone: {crawler_rate / extract_rate:.2f}x (target >= 0.8x)")
+              f"{median(runs, 'cpu_ms_per_page'):.0f} | {median(runs, 'peak_rss_mb'):.0f} MB |")
+    print(f"ratio crawler / extraction alone: {crawler_rate / extract_rate:.2f}x (target >= 0.8x); "
+          f"CPU per page {median(crawls, 'cpu_ms_per_page') / median(extractions, 'cpu_ms_per_page'):.2f}x")
 
 
 if __name__ == "__main__":

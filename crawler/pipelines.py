@@ -2,7 +2,7 @@
 
 extract (main text) -> quality filter -> dedup (exact, near, across crawls) -> shard writer.
 
-A pipeline drops a page by raising `DropItem(reason)`; `crawler.extensions.CrawlReport`
+A pipeline drops a page by raising `DropItem(reason)`; `crawler.extensions.CrawlProgress`
 counts drops by that reason. When the writer has renamed a shard into place and catalogued
 it, it sends `shard_committed`, on which the dedup stage makes what it learned permanent.
 """
@@ -75,7 +75,7 @@ class ExtractPipeline:
             raise DropItem("no_text")
         item.title, item.text = extracted.title, extracted.text
         item.language = html_language(item.body, item.content_language)
-        item.body, item.html = b"", ""  # the page is no longer needed; the memory is
+        item.body, item.html = b"", ""  # the raw page is not needed further: free it early
         item.doc_id = hashlib.sha256(item.text.encode("utf-8")).hexdigest()
         self.stats.inc_value("cllm/extracted")
         return item

@@ -19,6 +19,7 @@ BOILERPLATE = re.compile(
     r"\b(cookies?|javascript|privacy policy|terms of (use|service)|all rights reserved|"
     r"lorem ipsum|subscribe|sign up|log in)\b", re.IGNORECASE)
 _WORD = re.compile(r"\w+(?:['\u2019]\w+)*")
+_ALPHA_TOKEN = re.compile(r"\S*[^\W\d_]\S*")  # a whitespace-separated token with a letter
 
 
 def quality_problem(text: str, c: CrawlConfig) -> str | None:
@@ -35,11 +36,9 @@ def quality_problem(text: str, c: CrawlConfig) -> str | None:
     symbols = text.count("#") + text.count("...") + text.count("\u2026")
     if symbols / len(tokens) > c.max_symbol_ratio:
         return "symbols"
-    alpha = sum(1 for t in tokens if any(ch.isalpha() for ch in t))
-    if alpha / len(tokens) < c.min_alpha_word_ratio:
+    if len(_ALPHA_TOKEN.findall(text)) / len(tokens) < c.min_alpha_word_ratio:
         return "non_alphabetic"
-    lowered = {w.lower() for w in words}
-    if len(STOPWORDS & lowered) < c.min_stopwords:
+    if len(STOPWORDS & set(map(str.lower, words))) < c.min_stopwords:
         return "no_stopwords"
     lines = [line for line in text.split("\n") if line.strip()]
     counts = Counter(lines)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from crawler.shards import SCHEMA
-from crawlkit import SITE, SITE_UPDATE, SiteServer, crawl, shard_rows
+from crawlkit import FAST, SITE, SITE_UPDATE, SiteServer, crawl, shard_rows
 from pipeline.catalog import Catalog
 
 pytestmark = pytest.mark.slow
@@ -43,8 +46,8 @@ def first(tmp_path_factory):
     shutil.copytree(SITE, root)
     server = SiteServer([root])
     home = tmp / "home"
-    report, _ = crawl(home, "--seeds", server.url)
-    yield {"root": root, "server": server, "home": home, "report": report,
+    report, result = crawl(home, "--seeds", server.url)
+    yield {"root": root, "server": server, "home": home, "report": report, "log": result.stderr,
            "docs": shard_rows(home), "requested": list(server.requested)}
     server.close()
 
@@ -61,7 +64,8 @@ def test_the_site_gives_the_expected_documents(first):
     report = first["report"]
     assert report["docs_written"] == len(urls) == report["shards"][0]["rows"]
     assert report["errors"] == {"http_404": 2}  # the site's two broken "print" links
-    assert report["finish_reason"] == "finished"
+    assert report["finish_reason"] == "finished" and report["pages_per_second"] > 0
+    assert '"event": "crawl_progress"' in first["log"]  # progress while crawling
 
 
 def test_the_disallowed_path_is_never_requested(first):
@@ -143,3 +147,18 @@ def test_recrawls_add_only_what_is_new(first):
 
     doc_ids = [d["doc_id"] for d in shard_rows(home)]
     assert len(doc_ids) == len(set(doc_ids))
+
+
+def test_scrapy_crawl_works_inside_the_project(tmp_path):
+    server = SiteServer([SITE])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")}
+    env |= FAST | {"CLLM_HOME": str(tmp_path / "home")}
+    try:
+        subprocess.run([str(Path(sys.executable).with_name("scrapy")), "crawl", "site",
+                        "-a", f"seeds={server.url}"], cwd=Path(__file__).parent.parent, env=env,
+                       check=True, capture_output=True, timeout=300)
+    finally:
+        server.close()
+    assert len(shard_rows(tmp_path / "home")) == len(text_pages(SITE))  # one per text
+    with Catalog(tmp_path / "home") as catalog:
+        assert len(catalog.list_shards(state="new")) == 1

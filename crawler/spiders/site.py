@@ -132,7 +132,10 @@ class SiteSpider(scrapy.Spider):
                 content_language=(response.headers.get("Content-Language") or b"").decode("latin-1"),
                 fetched_at=datetime.now(timezone.utc), body_sha256=body_sha256)
         if media_type in ("text/html", "application/xhtml+xml"):
-            for href in response.xpath("//a[not(@rel='nofollow')]/@href").getall():
+            hrefs = response.xpath("//a[not(@rel='nofollow')]/@href").getall()
+            for href in dict.fromkeys(hrefs):  # each once, in page order
+                if href.startswith("#"):  # a place on this same page
+                    continue
                 url = response.urljoin(href.strip()).split("#", 1)[0]
                 if (request := self.follow(url)) is not None:
                     yield request
