@@ -100,6 +100,7 @@ class World(Topology):
     def __init__(self, group_size: int | None = None):
         from mpi4py import MPI  # here, so that one worker never starts MPI
 
+        keep_freed_memory()
         self.MPI = MPI
         self.comm = MPI.COMM_WORLD
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
@@ -191,6 +192,21 @@ class World(Topology):
         table = np.empty((self.size, len(mine)), dtype=np.uint8) if self.is_root else None
         self.comm.Gather(mine, table, root=0)
         return [bytes(row).hex() for row in table] if self.is_root else None
+
+
+def keep_freed_memory() -> None:
+    """Have glibc keep freed memory for reuse instead of returning it to the kernel.
+
+    MPICH allocates a scratch buffer the size of the gradients in every Reduce; glibc serves
+    one that large with a fresh mmap and unmaps it on free, so every step faults 16 MiB of
+    pages in again: half the Reduce's time on the mid model (33 ms against 16 ms).
+    """
+    import ctypes
+
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+    libc = ctypes.CDLL(None)
+    libc.mallopt(M_MMAP_MAX, 0)  # large blocks from the heap too, where freed ones are reused
+    libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)  # and the heap's top is not handed back either
 
 
 def param_checksum(params: dict) -> str:
