@@ -160,7 +160,10 @@ def main() -> int:
     report = format_report(args, runs, reduction, started)
     print(report)
     if args.append:
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
+        results = ROOT / "benchmarks" / "RESULTS.md"
+        if not results.exists():
+            results.write_text("# Benchmark results\n")
+        with open(results, "a") as f:
             f.write("\n" + report)
     return 0
 

@@ -171,6 +171,7 @@ def test_ctrl_c_stops_every_worker_and_one_worker_resumes(shared_home, one_worke
     assert_same_parameters(one_worker, out)
 
 
+@pytest.mark.slow
 def test_a_killed_worker_ends_the_job_and_keeps_the_checkpoint(home):
     out = home / "model"
     (home / "cllm.toml").write_text("[train]\ncheckpoint_every = 2\neval_every = 1000\n")
@@ -190,6 +191,7 @@ def test_a_killed_worker_ends_the_job_and_keeps_the_checkpoint(home):
     run_cllm("generate", "--model", out, "--max-tokens", "5", home=home)  # loads whole
 
 
+@pytest.mark.slow
 def test_an_exception_in_a_worker_ends_the_job_and_keeps_the_checkpoint(home):
     out = home / "model"
     (home / "cllm.toml").write_text("[train]\ncheckpoint_every = 2\neval_every = 1000\n")
