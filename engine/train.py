@@ -109,10 +109,11 @@ def train(paths: list[Path], out: Path, model_config: GPTConfig, cfg: TrainConfi
     if not documents:
         raise UserError(f"the data ({', '.join(map(str, paths))}) holds no text")
     if resume:
-        if not is_checkpoint(out):
-            raise UserError(f"--resume: {out} holds no checkpoint to resume; drop --resume to "
-                            "start a new model there")
-        model = load_model(out)
+        with world.root_first():  # reading may finish a swap a kill interrupted: one rank does
+            if not is_checkpoint(out):
+                raise UserError(f"--resume: {out} holds no checkpoint to resume; drop --resume "
+                                "to start a new model there")
+            model = load_model(out)
         tokenizer, model_config = model.tokenizer, model.config
     else:
         if out.exists() and any(out.iterdir()):
