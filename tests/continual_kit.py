@@ -63,3 +63,12 @@ def shard_states(home: Path) -> dict[str, tuple[str, str | None]]:
     with Catalog(home) as catalog:
         return {s.path.relative_to(home.resolve()).as_posix(): (s.state, s.consumed_by)
                 for s in catalog.list_shards()}
+
+
+def empty_registry(path: Path) -> Path:
+    """An MLflow SQLite store with its schema created and nothing in it. Creating the schema
+    takes seconds; a copy of this file gives each test's home a registry at once."""
+    from pipeline.registry import Registry
+
+    Registry(path, "cllm").client.search_experiments()
+    return path / "mlflow.db"
