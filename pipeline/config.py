@@ -37,7 +37,8 @@ class ContinualConfig:
     def validate(self) -> None:
         for name in ("steps", "warmup_steps", "eval_batches"):
             if getattr(self, name) < 1:
-                raise UserError(f"continual setting {name}={getattr(self, name)} must be at least 1")
+                raise UserError(f"continual setting {name}={getattr(self, name)} must be at "
+                                "least 1")
         if not 0 <= self.replay_fraction < 1:
             raise UserError(f"continual setting replay_fraction={self.replay_fraction} must be "
                             "at least 0 and below 1")

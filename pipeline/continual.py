@@ -109,8 +109,9 @@ def update_lock(config: Config, wait: bool = True):
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if not wait:
-                raise UserError(f"another update is running in {config.home} (it holds {path}): "
-                                "wait for it, or run without --no-wait to queue behind it") from None
+                raise UserError(f"another update is running in {config.home} (it holds "
+                                f"{path}): wait for it, or run without --no-wait to queue "
+                                "behind it") from None
             log.info("update_waiting", lock=str(path),
                      message="another update is running; waiting for it to finish")
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -131,7 +132,8 @@ def _plan_id(parent: str | None, shards: list[dict]) -> str:
 
 
 def _entry(config: Config, shard) -> dict:
-    return {"path": shard.path.relative_to(config.home.resolve()).as_posix(), "sha256": shard.sha256}
+    return {"path": shard.path.relative_to(config.home.resolve()).as_posix(),
+            "sha256": shard.sha256}
 
 
 def _usable(config: Config, shards) -> tuple[list[dict], list[dict]]:
@@ -251,7 +253,8 @@ def train(config: Config, plan: Plan) -> Path:
         optimizer = make_optimizer(params, cfg)
         optimizer.load_state(load_optimizer_state(model.path), step)
         if resuming:
-            schedule, state, metrics = Schedule(**model.state["schedule"]), model.state, model.metrics
+            schedule = Schedule(**model.state["schedule"])
+            state, metrics = model.state, model.metrics
         else:  # re-warm and decay again from where the parent stopped (Ibrahim et al., 2024)
             schedule = Schedule.rewarm(step, cfg.steps - step, cfg.lr, cfg.min_lr, cfg.warmup_steps)
             state, metrics = {"step": step, "tokens_seen": model.state["tokens_seen"]}, {}
@@ -393,7 +396,8 @@ def register(config: Config, plan: Plan, evaluation: Evaluation) -> str:
     run_id, source = reg.log_training(
         out, params, losses, state["step"] - len(losses), model.metrics.get("history", []),
         {"val_loss_new": e.val_loss_new, "val_loss_old": e.val_loss_old,
-         "parent_val_loss_new": e.parent_val_loss_new, "parent_val_loss_old": e.parent_val_loss_old})
+         "parent_val_loss_new": e.parent_val_loss_new,
+         "parent_val_loss_old": e.parent_val_loss_old})
     tags = {"parent_version": plan.parent or "", "shards": json.dumps(plan.shard_paths),
             "tokenizer_sha256": model.tokenizer.sha256, "tokens_seen": state["tokens_seen"],
             "val_loss_new": _fmt(e.val_loss_new), "val_loss_old": _fmt(e.val_loss_old),

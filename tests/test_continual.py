@@ -102,7 +102,8 @@ def test_each_training_is_an_mlflow_run_with_params_and_per_step_loss(lineage):
     assert run.data.params["n_embd"] == "32" and run.data.params["steps"] == "50"
     history = registry.client.get_metric_history(v2.run_id, "train_loss")
     assert [m.step for m in history] == list(range(31, 51))  # the update's 20 steps
-    assert run.data.metrics["val_loss_new"] == pytest.approx(float(v2.tags["val_loss_new"]), abs=1e-4)
+    assert run.data.metrics["val_loss_new"] == pytest.approx(float(v2.tags["val_loss_new"]),
+                                                             abs=1e-4)
     artifacts = {a.path for a in registry.client.list_artifacts(v2.run_id, "model")}
     assert artifacts == {f"model/{f}" for f in ("config.json", "model.safetensors",
                                                 "optimizer.safetensors", "tokenizer.json",
