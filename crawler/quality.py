@@ -15,9 +15,9 @@ from crawler.config import CrawlConfig
 STOPWORDS = {"the", "be", "to", "of", "and", "that", "have", "with"}  # Gopher's list
 TERMINAL_PUNCT = tuple('.!?"\'\u201d\u2019)]:;\u2026')
 # C4's boilerplate markers, plus the cookie and rights lines every site footer carries.
-BOILERPLATE = re.compile(
-    r"\b(cookies?|javascript|privacy policy|terms of (use|service)|all rights reserved|"
-    r"lorem ipsum|subscribe|sign up|log in)\b", re.IGNORECASE)
+BOILERPLATE_LINE = re.compile(
+    r"^.*\b(cookies?|javascript|privacy policy|terms of (use|service)|all rights reserved|"
+    r"lorem ipsum|subscribe|sign up|log in)\b.*$", re.IGNORECASE | re.MULTILINE)
 _WORD = re.compile(r"\w+(?:['\u2019]\w+)*")
 _ALPHA_TOKEN = re.compile(r"\S*[^\W\d_]\S*")  # a whitespace-separated token with a letter
 
@@ -49,6 +49,6 @@ def quality_problem(text: str, c: CrawlConfig) -> str | None:
         return "no_terminal_punctuation"
     if sum(1 for line in lines if len(line) < 30) / len(lines) > c.max_short_line_ratio:
         return "short_lines"
-    if sum(1 for line in lines if BOILERPLATE.search(line)) / len(lines) > c.max_boilerplate_line_ratio:
+    if len(BOILERPLATE_LINE.findall(text)) / len(lines) > c.max_boilerplate_line_ratio:
         return "boilerplate"
     return None

@@ -51,7 +51,8 @@ def shingle_hashes(text: str) -> np.ndarray:
     """32-bit hashes of the text's word 5-grams, computed with numpy rather than one
     Python call per shingle (the crawl's main process hashes every document)."""
     words = _WORD.findall(text.lower())
-    ids = np.fromiter((zlib.crc32(w.encode()) for w in words), dtype=np.uint64, count=len(words))
+    word_ids = {w: zlib.crc32(w.encode()) for w in set(words)}  # each distinct word once
+    ids = np.fromiter(map(word_ids.__getitem__, words), dtype=np.uint64, count=len(words))
     n = max(1, len(ids) - SHINGLE + 1)
     hashes = np.zeros(n, dtype=np.uint64)
     for k in range(min(SHINGLE, len(ids))):

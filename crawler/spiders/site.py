@@ -24,6 +24,7 @@ from scrapy.exceptions import (
 )
 from scrapy.http import TextResponse
 from scrapy.spidermiddlewares.httperror import HttpError
+from scrapy.utils.response import get_base_url
 from scrapy.utils.sitemap import Sitemap
 
 from crawler.items import Page
@@ -67,9 +68,10 @@ class SiteSpider(scrapy.Spider):
             allowed_domains = [d for d in allowed_domains.split(",") if d]
         # Scrapy's offsite middleware reads this attribute too (for redirects).
         self.allowed_domains = allowed_domains or sorted({domain_of(s) for s in self.seeds})
-        # Every href seen in this crawl: navigation repeats the same links on every page,
+        # Links and URLs seen in this crawl: navigation repeats the same links on every page,
         # and each is judged once (the scheduler's dupefilter still guards across resumes).
-        self.hrefs_seen: set[str] = set()
+        self.links_seen: set[tuple[str, str]] = set()
+        self.urls_seen: set[str] = set()
 
     @classmethod
     def update_settings(cls, settings) -> None:
@@ -102,9 +104,9 @@ class SiteSpider(scrapy.Spider):
     def follow(self, url: str):
         """A request for a URL not seen before in this crawl, or None when it was seen or
         the URL policy skips it (counted once per URL by reason)."""
-        if url in self.hrefs_seen:
+        if url in self.urls_seen:
             return None
-        self.hrefs_seen.add(url)
+        self.urls_seen.add(url)
         url = canonical_url(url)
         reason = self.policy.reason_to_skip(url)
         if reason is None:
@@ -132,13 +134,27 @@ class SiteSpider(scrapy.Spider):
                 content_language=(response.headers.get("Content-Language") or b"").decode("latin-1"),
                 fetched_at=datetime.now(timezone.utc), body_sha256=body_sha256)
         if media_type in ("text/html", "application/xhtml+xml"):
-            hrefs = response.xpath("//a[not(@rel='nofollow')]/@href").getall()
-            for href in dict.fromkeys(hrefs):  # each once, in page order
-                if href.startswith("#"):  # a place on this same page
-                    continue
-                url = response.urljoin(href.strip()).split("#", 1)[0]
-                if (request := self.follow(url)) is not None:
-                    yield request
+            yield from self.follow_links(response)
+
+    def follow_links(self, response):
+        # lxml directly: parsel would wrap each of the page's hundreds of hrefs in an object.
+        hrefs = response.selector.root.xpath("//a[not(@rel='nofollow')]/@href")
+        base = get_base_url(response)
+        directory = urljoin(base, ".")
+        # Each link once, in page order, without its fragment (a place within a page).
+        for href in dict.fromkeys(h.split("#", 1)[0].strip() for h in hrefs):
+            if not href:  # this same page
+                continue
+            # A relative link means the same URL from every page of a directory, and sibling
+            # pages share most of their navigation: each is resolved and judged once.
+            key = (base if href.startswith("?") else directory, href)
+            if key in self.links_seen:
+                continue
+            if len(self.links_seen) > 500_000:  # a cache: bounded, whatever the site's size
+                self.links_seen.clear()
+            self.links_seen.add(key)
+            if (request := self.follow(urljoin(base, href))) is not None:
+                yield request
 
     def parse_sitemap(self, response):
         sitemap = Sitemap(response.body)
