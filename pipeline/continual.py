@@ -163,14 +163,17 @@ def _save_plan(config: Config, plan: Plan) -> Plan:
 
 
 def _check_current(config: Config, plan: Plan) -> None:
-    """A plan is stale once another run consumed its shards or moved champion."""
-    if plan.parent is not None and registry(config).champion() != plan.parent:
+    """An update's plan is stale once another run consumed its shards or moved champion (a
+    model from scratch depends on neither)."""
+    if plan.parent is None:
+        return
+    if registry(config).champion() != plan.parent:
         raise UserError(f"plan {plan.id} continues version {plan.parent}, which is no longer "
                         "champion: plan again")
     with Catalog(config.home) as catalog:
         new = {_entry(config, s)["path"] for s in catalog.list_shards(state="new")}
     gone = [p for p in plan.shard_paths if p not in new]
-    if plan.parent is not None and gone:
+    if gone:
         raise UserError(f"plan {plan.id} is stale: shard {gone[0]} is no longer new: plan again")
 
 

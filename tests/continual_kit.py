@@ -4,11 +4,13 @@ architecture's schema, registered in the catalog of a home as a crawl would."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from conftest import TEXT
 from crawler.shards import SCHEMA, describe
@@ -73,3 +75,16 @@ def empty_registry(path: Path) -> Path:
 
     Registry(path, "cllm").client.search_experiments()
     return path / "mlflow.db"
+
+
+@pytest.fixture(scope="session")
+def registry_template(tmp_path_factory):
+    return empty_registry(tmp_path_factory.mktemp("registry-template"))
+
+
+def new_home(parent: Path, template: Path) -> Path:
+    """An empty CLLM_HOME with an empty registry."""
+    home = parent / "home"
+    home.mkdir()
+    shutil.copy(template, home / "mlflow.db")
+    return home

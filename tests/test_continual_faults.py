@@ -4,12 +4,18 @@ the test's home), real shards, `cllm update` as a real subprocess."""
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 
 import pytest
-from continual_kit import TINY, documents, empty_registry, shard_states, write_shard
+from continual_kit import (  # noqa: F401 (registry_template is a fixture)
+    TINY,
+    documents,
+    new_home,
+    registry_template,
+    shard_states,
+    write_shard,
+)
 
 from conftest import CLLM, run_cllm
 from pipeline import continual
@@ -20,17 +26,10 @@ pytestmark = pytest.mark.slow
 NEW = "shards/crawl-2/part-00001.parquet"
 
 
-@pytest.fixture(scope="session")
-def registry_template(tmp_path_factory):
-    return empty_registry(tmp_path_factory.mktemp("registry-template"))
-
-
 @pytest.fixture
 def champion(tmp_path, registry_template):
     """A home whose champion is version 1 (from scratch on one shard), with one new shard."""
-    home = tmp_path / "home"
-    home.mkdir()
-    shutil.copy(registry_template, home / "mlflow.db")
+    home = new_home(tmp_path, registry_template)
     write_shard(home, "crawl-1", documents("hamlet") + documents("macbeth"))
     assert continual.from_scratch(config(home)).version == "1"
     write_shard(home, "crawl-2", documents("othello"))

@@ -8,7 +8,13 @@ import socket
 import time
 
 import pytest
-from continual_kit import TINY, documents, empty_registry, write_shard
+from continual_kit import (  # noqa: F401 (registry_template is a fixture)
+    TINY,
+    documents,
+    new_home,
+    registry_template,
+    write_shard,
+)
 
 from conftest import run_cllm
 from pipeline import continual
@@ -19,10 +25,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
+def home(tmp_path_factory, registry_template):
     """Version 1 (champion) and version 2 of a small lineage."""
-    home = tmp_path_factory.mktemp("registry") / "home"
-    empty_registry(home)
+    home = new_home(tmp_path_factory.mktemp("registry"), registry_template)
     environ = TINY | {"CLLM_HOME": str(home)}
     write_shard(home, "crawl-1", documents("hamlet") + documents("macbeth"))
     continual.from_scratch(load_config(environ=environ))
