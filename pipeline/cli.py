@@ -138,9 +138,6 @@ def launch_workers(args, config: Config) -> int:
     """`--workers N`: start N ranks of this same command under mpiexec and wait for them."""
     from engine.distributed import launch
 
-    if args.group_size and args.workers % args.group_size:
-        raise UserError(f"--group-size {args.group_size} does not divide --workers "
-                        f"{args.workers} into equal groups")
     threads = config.train.threads or 1  # one BLAS thread a worker: the workers fill the cores
     argv = (["--config", args.config] if args.config else []) + [
         "train", "--mpi", "--data", *args.data, "--out", args.out, "--threads", str(threads)]
