@@ -34,17 +34,19 @@ CLLM = Path(sys.executable).with_name("cllm")
 
 
 def run_measured(cmd: list[str], env: dict) -> tuple[subprocess.CompletedProcess, int, float]:
-    """Run a command; return its result, the peak resident memory of its process tree (sum
-    of its processes, sampled every 0.1 s) and the CPU seconds the tree used, start-up
-    included (a machine shared with other work changes wall time more than CPU time)."""
+    """Run a command; return its result, the peak memory of its process tree (the sum of its
+    processes' proportional set sizes, sampled every 0.1 s) and the CPU seconds the tree
+    used, start-up included (a machine shared with other work changes wall time more than
+    CPU time)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     process = psutil.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0
     while process.poll() is None:
         try:
             tree = [process] + process.children(recursive=True)
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-        except psutil.NoSuchProcess:
+            # PSS: shared pages (libraries) are split between the processes, not counted twice.
+            peak = max(peak, sum(p.memory_full_info().pss for p in tree if p.is_running()))
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
         time.sleep(0.1)
     out, err = process.communicate()
@@ -64,14 +66,14 @@ def crawler_run(url: str) -> dict:
     report = json.loads(result.stdout)
     return {"pages": report["pages_fetched"], "seconds": report["seconds"],
             "pages_per_s": report["pages_fetched"] / report["seconds"],
-            "docs": report["docs_written"], "peak_rss_mb": peak / 2**20,
+            "docs": report["docs_written"], "peak_mb": peak / 2**20,
             "cpu_ms_per_page": cpu / report["pages_fetched"] * 1000}
 
 
 def extraction_run() -> dict:
     result, peak, cpu = run_measured([sys.executable, __file__, "--extract-only"], dict(os.environ))
     run = json.loads(result.stdout)
-    return run | {"peak_rss_mb": peak / 2**20, "cpu_ms_per_page": cpu / run["pages"] * 1000}
+    return run | {"peak_mb": peak / 2**20, "cpu_ms_per_page": cpu / run["pages"] * 1000}
 
 
 def extract_only() -> None:
@@ -128,7 +130,7 @@ def main() -> None:
                        ("trafilatura extraction alone (1 process)", extractions)]:
         rates = ", ".join(f"{r['pages_per_s']:.2f}" for r in runs)
         print(f"| {name} | {median(runs, 'pages_per_s'):.2f} | {rates} | "
-              f"{median(runs, 'cpu_ms_per_page'):.0f} | {median(runs, 'peak_rss_mb'):.0f} MB |")
+              f"{median(runs, 'cpu_ms_per_page'):.0f} | {median(runs, 'peak_mb'):.0f} MB |")
     print(f"ratio crawler / extraction alone: {crawler_rate / extract_rate:.2f}x (target >= 0.8x); "
           f"CPU per page {median(crawls, 'cpu_ms_per_page') / median(extractions, 'cpu_ms_per_page'):.2f}x")
 

@@ -112,6 +112,8 @@ class BadHandler(BaseHTTPRequestHandler):
             self.send(200, *PAGES[path])
         elif path == "/robots.txt":
             self.send(200, "text/plain", b"User-agent: *\nAllow: /\n")
+        elif path == "/sitemap.xml":  # answers, but not with a sitemap
+            self.send(200, "application/xml", b"\x00\x01 not a sitemap")
         elif path == "/error.html":
             self.send(500, "text/html", b"<h1>Internal Server Error</h1>")
         elif path.startswith("/loop/"):  # an endless chain of redirects

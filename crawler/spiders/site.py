@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 import scrapy
+from lxml.etree import XMLSyntaxError
 from scrapy import signals
 from scrapy.exceptions import (
     CannotResolveHostError,
@@ -157,7 +158,11 @@ class SiteSpider(scrapy.Spider):
                 yield request
 
     def parse_sitemap(self, response):
-        sitemap = Sitemap(response.body)
+        try:
+            sitemap = Sitemap(response.body)
+        except (XMLSyntaxError, StopIteration):  # not XML at all: as good as no sitemap
+            self.crawler.stats.inc_value("cllm/sitemap_missing")
+            return
         for entry in sitemap:
             # Locations should be absolute; relative ones are resolved, not dropped.
             url = urljoin(response.url, entry["loc"])
