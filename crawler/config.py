@@ -26,6 +26,7 @@ class CrawlConfig:
     max_response_mb: float = 10.0
     timeout: float = 30.0  # seconds per request
     retries: int = 2  # extra attempts on 429, 5xx and connection errors, with back-off
+    retry_backoff: float = 2.0  # seconds before the first retry, doubled for each next one
     max_pages: int = 0  # HTTP responses per crawl; 0 = no limit
     max_depth: int = 0  # link hops from a seed; 0 = no limit
     # URL hygiene
@@ -56,7 +57,7 @@ class CrawlConfig:
     def validate(self) -> None:
         positive = ["concurrency_per_domain", "max_response_mb", "timeout", "minhash_perm",
                     "shard_max_mb", "row_group_rows", "max_words"]
-        non_negative = ["delay", "retries", "max_pages", "max_depth", "extract_workers", "min_words",
+        non_negative = ["delay", "retries", "retry_backoff", "max_pages", "max_depth", "extract_workers", "min_words",
                         "min_stopwords", "min_mean_word_length"]
         ratios = ["max_symbol_ratio", "min_alpha_word_ratio", "max_duplicate_line_ratio",
                   "min_terminal_punct_ratio", "max_short_line_ratio",

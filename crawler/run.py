@@ -101,6 +101,7 @@ def config_settings(crawl: CrawlConfig, home: Path, crawl_id: str) -> dict:
         "DOWNLOAD_MAXSIZE": int(crawl.max_response_mb * 2**20),
         "DOWNLOAD_TIMEOUT": crawl.timeout,
         "RETRY_TIMES": crawl.retries,
+        "RETRY_BACKOFF_BASE": crawl.retry_backoff,
         "CLOSESPIDER_PAGECOUNT": crawl.max_pages,
         "DEPTH_LIMIT": crawl.max_depth,
         "CLLM_HOME": str(Path(home).resolve()),

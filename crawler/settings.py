@@ -21,12 +21,16 @@ AUTOTHROTTLE_MAX_DELAY = 60.0
 AUTOTHROTTLE_TARGET_CONCURRENCY = 1.0
 COOKIES_ENABLED = False  # a crawler has no session to keep
 
-# Retries with back-off on rate limiting and server errors (scrapy's RetryMiddleware).
+# Retries with back-off on rate limiting and server errors (crawler/middlewares.py).
 RETRY_ENABLED = True
 RETRY_TIMES = 2
 RETRY_HTTP_CODES = [429, 500, 502, 503, 504, 522, 524, 408]
-RETRY_BACKOFF_BASE = 2.0
+RETRY_BACKOFF_BASE = 2.0  # seconds before the first retry, doubled for each next one
 RETRY_BACKOFF_MAX = 60.0
+DOWNLOADER_MIDDLEWARES = {
+    "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
+    "crawler.middlewares.BackoffRetryMiddleware": 550,  # where Scrapy's own one sits
+}
 REDIRECT_MAX_TIMES = 10
 
 # Limits per response.

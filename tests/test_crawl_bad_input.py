@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -77,12 +78,12 @@ PAGES = {
     "/picture.png": ("image/png", b"\x89PNG\r\n\x1a\n" + bytes(100)),  # skipped by extension
     "/download": ("application/octet-stream", bytes(100)),  # skipped by content type
 }
-LINKS = list(PAGES) + ["/missing.html", "/error.html", "/loop/0", "/cycle-a", "/huge.html",
+LINKS = list(PAGES) + ["/busy.html", "/missing.html", "/error.html", "/loop/0", "/cycle-a", "/huge.html",
                        "/huge-stream.html"]
 
 
 class BadHandler(BaseHTTPRequestHandler):
-    hits: dict[str, int] = {}
+    hits: dict[str, list[float]] = {}  # path: when each request came
 
     def log_message(self, *args):
         pass
@@ -104,7 +105,7 @@ class BadHandler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         path = self.path
-        self.hits[path] = self.hits.get(path, 0) + 1
+        self.hits.setdefault(path, []).append(time.monotonic())
         if path == "/":
             links = "".join(f"<li><a href='{link}'>{link}</a></li>" for link in LINKS)
             self.send(200, "text/html", f"<html><body><ul>{links}</ul></body></html>".encode())
@@ -114,6 +115,11 @@ class BadHandler(BaseHTTPRequestHandler):
             self.send(200, "text/plain", b"User-agent: *\nAllow: /\n")
         elif path == "/sitemap.xml":  # answers, but not with a sitemap
             self.send(200, "application/xml", b"\x00\x01 not a sitemap")
+        elif path == "/busy.html":  # rate limited at first: come back in a second
+            if len(self.hits[path]) == 1:
+                self.send(429, "text/html", b"<h1>Too Many Requests</h1>", {"Retry-After": "1"})
+            else:
+                self.send(200, "text/html", html_page("Worth the wait", PASSAGES[6]).encode())
         elif path == "/error.html":
             self.send(500, "text/html", b"<h1>Internal Server Error</h1>")
         elif path.startswith("/loop/"):  # an endless chain of redirects
@@ -169,7 +175,8 @@ def bad_crawl(bad_server, tmp_path_factory):
     seeds.write_text(f"# seeds\n{bad_server}/\nhtp:/not-a-seed\nhttp://\n"
                      f"http://127.0.0.1:{closed_port()}/\n")
     home = tmp / "home"
-    report, result = crawl(home, "--seeds", seeds, env={"CLLM_CRAWL_TIMEOUT": "10"})
+    report, result = crawl(home, "--seeds", seeds,
+                           env={"CLLM_CRAWL_TIMEOUT": "10", "CLLM_CRAWL_RETRY_BACKOFF": "0.2"})
     return report, shard_rows(home), result
 
 
@@ -182,9 +189,13 @@ def test_the_crawl_carries_on_and_counts_every_bad_answer(bad_crawl):
     assert sum(report["dropped"].values()) == 2  # and the index, a list of links
     assert report["skipped"]["file_type"] == 1 and report["skipped"]["content_type"] == 1
     assert report["invalid_seeds"] == ["htp:/not-a-seed", "http://"]
-    assert BadHandler.hits["/error.html"] == 3  # retried twice, with back-off
+    first, second, third = BadHandler.hits["/error.html"]  # retried twice, backing off
+    assert second - first >= 0.2 and third - second >= 0.4
+    first, second = BadHandler.hits["/busy.html"]  # 429: retried after its Retry-After
+    assert second - first >= 1.0
     assert sorted(d["url"].rsplit("/", 1)[1] for d in docs) == [
-        "cp1252.html", "latin1.html", "malformed.html", "notes.txt", "ok.html", "paper.pdf"]
+        "busy.html", "cp1252.html", "latin1.html", "malformed.html", "notes.txt", "ok.html",
+        "paper.pdf"]
 
 
 def test_pages_in_other_encodings_and_formats_are_read_right(bad_crawl):
