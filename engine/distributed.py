@@ -47,6 +47,11 @@ FAULT_ENV = "CRYSTALLINE_TEST_FAULT"
 EXIT_WORKER_FAILED = 3  # a rank died or raised; 2 stays "bad input", 130 "interrupted"
 
 
+class Stopped(KeyboardInterrupt):
+    """Training stopped on request (Ctrl-C, SIGTERM) after a whole step, checkpointed; with
+    several ranks, every rank stops after the same step."""
+
+
 class Topology:
     """Who this process is in the job; `my_windows` is the same for one rank or many."""
 
@@ -251,11 +256,12 @@ def inject_fault(world: Topology, step: int) -> None:
 
 def connect(group_size: int | None) -> World:
     """Join the MPI job this process was started in (by `launch` or by hand with mpiexec)."""
-    world = World(group_size)
+    from mpi4py import MPI
+
     run_dir = os.environ.get(RUN_DIR_ENV)
-    if run_dir:
-        (Path(run_dir) / f"rank-{world.rank}.pid").write_text(str(os.getpid()))
-    return world
+    if run_dir:  # first, so that the launcher can name this rank if it dies setting up
+        (Path(run_dir) / f"rank-{MPI.COMM_WORLD.Get_rank()}.pid").write_text(str(os.getpid()))
+    return World(group_size)
 
 
 def report(rank: int, kind: str, message: str) -> None:
@@ -273,28 +279,30 @@ def report(rank: int, kind: str, message: str) -> None:
 def run_rank(group_size: int | None, work) -> int:
     """Run `work(world)` as one rank; any failure of a rank ends the whole job.
 
-    A rank that raised would otherwise leave the others blocked in the next reduction for
-    ever, so it reports and calls MPI_Abort, which makes mpiexec kill every rank. Returns the
-    exit status.
+    Once MPI is initialised, a rank that ends alone leaves the others blocked in their next
+    collective call for ever (and itself in MPI_Finalize), so a rank that fails reports and
+    calls MPI_Abort, which makes mpiexec kill every rank. Returns the exit status.
     """
-    from mpi4py import MPI
-
-    rank = MPI.COMM_WORLD.Get_rank()
     try:
+        from mpi4py import MPI  # initialises MPI
+
         work(connect(group_size))
         return 0
-    except KeyboardInterrupt as e:  # every rank stopped after the same step
-        if rank == 0:
-            report(rank, "interrupted", str(e))
+    except Stopped as e:  # every rank stopped after the same step, the root checkpointed
+        if MPI.COMM_WORLD.Get_rank() == 0:
+            report(0, "interrupted", str(e))
             return 130
         return 0
+    except KeyboardInterrupt:  # a signal while setting up
+        kind, message, code = "interrupted", "while setting up, before the first step", 130
     except UserError as e:
-        report(rank, "user", str(e))
-        code = 2
+        kind, message, code = "user", str(e), 2
     except Exception as e:
         traceback.print_exc()
-        report(rank, "crash", f"{type(e).__name__}: {e}")
-        code = EXIT_WORKER_FAILED
+        kind, message, code = "crash", f"{type(e).__name__}: {e}", EXIT_WORKER_FAILED
+    from mpi4py import MPI
+
+    report(MPI.COMM_WORLD.Get_rank(), kind, message)
     sys.stdout.flush()
     sys.stderr.flush()
     MPI.COMM_WORLD.Abort(code)

@@ -32,7 +32,7 @@ from engine.data import (
     list_files,
     windows,
 )
-from engine.distributed import Solo, Topology, inject_fault, worker_times
+from engine.distributed import Solo, Stopped, Topology, inject_fault, worker_times
 from engine.errors import UserError
 from engine.model import GPTConfig, init_params, loss_and_grads, loss_only, ops, parameter_shapes
 from engine.optim import AdamW, Schedule, clip_grad_norm
@@ -275,7 +275,7 @@ def run_training(data: TokenData, tokenizer: Tokenizer, out: Path, config: GPTCo
                 progress.close()
                 if last_saved != step:
                     checkpoint()
-                raise KeyboardInterrupt(f"{stop.signal or 'a stop request'} at step {step}; "
+                raise Stopped(f"{stop.signal or 'a stop request'} at step {step}; "
                                         f"checkpoint in {out}: continue with --resume")
     progress.close()
     if last_saved != step:  # resumed at the end already
