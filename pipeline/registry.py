@@ -86,6 +86,8 @@ class Registry:
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+            # MLflow would report usage to its makers; a pipeline talks only to its registry
+            os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
             for noisy in ("mlflow", "alembic"):  # schema migrations log at INFO on first use
                 logging.getLogger(noisy).setLevel(logging.WARNING)
             if self.uri.startswith("sqlite:"):

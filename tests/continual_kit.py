@@ -16,8 +16,10 @@ from conftest import TEXT
 from crawler.shards import SCHEMA, describe
 from pipeline.catalog import Catalog
 
-# Tiny models and short runs: every test trains in seconds on two shared cores.
+# Tiny models and short runs: every test trains in seconds on two shared cores (one BLAS
+# thread: on a busy machine a second one mostly waits for a core).
 TINY = {"CLLM_MODEL_N_LAYER": "1", "CLLM_MODEL_N_HEAD": "2", "CLLM_MODEL_N_EMBD": "32",
+        "CLLM_TRAIN_THREADS": "1",
         "CLLM_TRAIN_SEQ_LEN": "32", "CLLM_TRAIN_BATCH_SIZE": "8", "CLLM_TRAIN_VOCAB_SIZE": "300",
         "CLLM_TRAIN_STEPS": "30", "CLLM_TRAIN_LR": "3e-3", "CLLM_TRAIN_WARMUP_STEPS": "3",
         "CLLM_TRAIN_EVAL_EVERY": "10", "CLLM_TRAIN_CHECKPOINT_EVERY": "10",
