@@ -137,3 +137,13 @@ def test_the_gate_allows_old_data_loss_to_worsen_by_the_tolerance_only(tmp_path)
     assert reason == "old-data loss 4.0900 is more than 2.0% above the parent's 4.0000"
     assert not continual.gate(cfg, plan, 4.0, 3.0, 4.0, 4.0)[0]  # no gain on new data
     assert continual.gate(cfg, plan, 3.9, None, 4.0, None)[0]  # no old held-out data to check
+
+
+def test_no_wait_exits_at_once_while_another_update_holds_the_lock(tmp_path):
+    home = tmp_path / "home"
+    with continual.update_lock(config(home)):  # as a running update would
+        result = run_cllm("update", "--no-wait", home=home, env=TINY, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"cllm update: error: another update is running in {home} (it holds "
+        f"{home / 'update.lock'}): wait for it, or run without --no-wait to queue behind it")
