@@ -34,8 +34,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a mistake on the command line reported in one line (subcommands share it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cllm", description=__doc__.splitlines()[0])
+    parser = Parser(prog="cllm", description=__doc__.splitlines()[0])
     parser.add_argument("--config", metavar="FILE", help="TOML configuration file (default: ./cllm.toml)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_train(sub)

@@ -151,3 +151,15 @@ def test_divergence_stops_with_the_last_good_checkpoint_kept(home):
     state = json.loads((out / "training_state.json").read_text())
     assert 0 < state["step"] < 50
     run_cllm("generate", "--model", out, "--max-tokens", "3", "--seed", "1", home=home)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["generate", "--model", "m", "--top-k", "abc"], "--top-k"),
+    (["train", "--data", "x", "--out", "y", "--steps"], "--steps"),
+    (["frobnicate"], "frobnicate"),
+])
+def test_command_line_mistakes_are_one_line(home, args, needle):
+    result = run_cllm(*args, home=home, check=False)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert needle in result.stderr and "--help" in result.stderr
