@@ -299,8 +299,11 @@ def run_rank(group_size: int | None, work) -> int:
         kind, message, code = "user", str(e), 2
     except Exception as e:
         traceback.print_exc()
-        kind, message, code = "crash", f"{type(e).__name__}: {e}", EXIT_WORKER_FAILED
-    from mpi4py import MPI
+        from mpi4py import MPI
+
+        # an MPI error is most often the echo of another rank's death, not a cause of its own
+        kind = "mpi" if isinstance(e, MPI.Exception) else "crash"
+        message, code = " ".join(f"{type(e).__name__}: {e}".split()), EXIT_WORKER_FAILED
 
     report(MPI.COMM_WORLD.Get_rank(), kind, message)
     sys.stdout.flush()
@@ -384,10 +387,13 @@ def explain(status: int, run_dir: Path, noise: list[str]) -> tuple[int, str | No
             if r["kind"] == kind:
                 prefix = "" if kind != "crash" else f"worker rank {r['rank']} failed: "
                 return code, prefix + r["message"]
-    # no rank said why: one was killed (SIGKILL, the out-of-memory killer, a crash in C)
+    # no rank failed of itself: one was killed (SIGKILL, the out-of-memory killer, a crash in
+    # C), and ranks that were waiting on it may have reported the broken communication
     hydra = "".join(noise)
     pid = re.search(r"PID (\d+) RUNNING AT", hydra)
     if not pid:
+        for r in reports:  # kind "mpi"
+            return EXIT_WORKER_FAILED, f"worker rank {r['rank']} failed: {r['message']}"
         return EXIT_WORKER_FAILED, f"the MPI job ended with status {status}"
     pids = {int(p.read_text()): int(p.stem.split("-")[1]) for p in run_dir.glob("rank-*.pid")}
     rank = pids.get(int(pid.group(1)))
