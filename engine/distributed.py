@@ -298,11 +298,12 @@ def run_rank(group_size: int | None, work) -> int:
     except UserError as e:
         kind, message, code = "user", str(e), 2
     except Exception as e:
-        traceback.print_exc()
         from mpi4py import MPI
 
         # an MPI error is most often the echo of another rank's death, not a cause of its own
         kind = "mpi" if isinstance(e, MPI.Exception) else "crash"
+        if kind == "crash":
+            traceback.print_exc()
         message, code = " ".join(f"{type(e).__name__}: {e}".split()), EXIT_WORKER_FAILED
 
     report(MPI.COMM_WORLD.Get_rank(), kind, message)
@@ -391,11 +392,18 @@ def explain(status: int, run_dir: Path, noise: list[str]) -> tuple[int, str | No
     # C), and ranks that were waiting on it may have reported the broken communication
     hydra = "".join(noise)
     pid = re.search(r"PID (\d+) RUNNING AT", hydra)
-    if not pid:
+    pids = {int(p.read_text()): int(p.stem.split("-")[1]) for p in run_dir.glob("rank-*.pid")}
+    if not pid:  # a rank that saw the death aborted first, so mpiexec names no one
+        silent = sorted(set(pids.values()) - {r["rank"] for r in reports})
+        if reports and silent:
+            rank = silent[0]
+            pid_of = {r: p for p, r in pids.items()}
+            return EXIT_WORKER_FAILED, (
+                f"worker rank {rank} (pid {pid_of[rank]}) died without a word (killed by a "
+                "signal such as SIGKILL, out of memory, or a crash in C); the job was stopped")
         for r in reports:  # kind "mpi"
             return EXIT_WORKER_FAILED, f"worker rank {r['rank']} failed: {r['message']}"
         return EXIT_WORKER_FAILED, f"the MPI job ended with status {status}"
-    pids = {int(p.read_text()): int(p.stem.split("-")[1]) for p in run_dir.glob("rank-*.pid")}
     rank = pids.get(int(pid.group(1)))
     who = f"worker rank {rank}" if rank is not None else "a worker"
     killed = re.search(r"\(signal (\d+)\)", hydra)
