@@ -15,7 +15,7 @@ cache, train, evaluate, register). Quality: loss over every held-out token of ea
 nats per token and, since (a) and (b) have tokenizers of their own, in bits per byte.
 Tokenizing speed: tokens/s of the token cache build over all of (b)'s shards.
 
-    .venv/bin/python benchmarks/continual.py --steps 1500 --append
+    .venv/bin/python benchmarks/continual.py --steps 2000 --append
 
 `--append` adds the report to benchmarks/RESULTS.md; without it the report is only printed.
 """
@@ -232,7 +232,7 @@ def format_report(args, r: dict, started: datetime, load: str, wall: float) -> s
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1500, help="steps of the retrain (b)")
+    parser.add_argument("--steps", type=int, default=2000, help="steps of the retrain (b)")
     parser.add_argument("--update-share", type=float, default=0.2,
                         help="the update's share of those steps (the rest train the old model)")
     parser.add_argument("--rewarm-lr", type=float, default=3e-3,
