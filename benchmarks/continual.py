@@ -24,8 +24,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -34,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -169,13 +168,6 @@ def run(args, tmp: Path) -> dict:
                           "tokens": sum(m["train_tokens"] + m["val_tokens"] for m in metas),
                           "seconds": sum(m["encode_seconds"] for m in metas)}
     return result
-
-
-def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor())
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def commit() -> str:

@@ -21,7 +21,6 @@ groups of `--group-size` (this script again, under mpiexec).
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -30,6 +29,8 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -98,13 +99,6 @@ def reduction_probe(group_size: int, repeats: int) -> None:
                   for levels, ts in times.items()}
         result["bytes"] = 4 * (sum(int(np.prod(s)) for s in shapes.values()) + 2)
         print(json.dumps(result))
-
-
-def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in
-                  Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-                 platform.processor())
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def code_version() -> str:
