@@ -1,4 +1,4 @@
-"""What a benchmark ran on, for its results line."""
+"""What a benchmark ran on, and where its report goes."""
 
 import os
 import platform
@@ -10,3 +10,12 @@ def machine() -> str:
                 Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
                platform.processor())
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def append_to_results(report: str) -> None:
+    """Add a report to benchmarks/RESULTS.md (started if absent)."""
+    results = Path(__file__).resolve().parent / "RESULTS.md"
+    if not results.exists():
+        results.write_text("# Benchmark results\n")
+    with open(results, "a") as f:
+        f.write("\n" + report)

@@ -30,7 +30,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from machine import machine
+from machine import append_to_results, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -154,11 +154,7 @@ def main() -> int:
     report = format_report(args, runs, reduction, started)
     print(report)
     if args.append:
-        results = ROOT / "benchmarks" / "RESULTS.md"
-        if not results.exists():
-            results.write_text("# Benchmark results\n")
-        with open(results, "a") as f:
-            f.write("\n" + report)
+        append_to_results(report)
     return 0
 
 
