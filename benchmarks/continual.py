@@ -225,9 +225,9 @@ def format_report(args, r: dict, started: datetime, load: str, wall: float) -> s
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000, help="steps of the retrain (b)")
-    parser.add_argument("--update-share", type=float, default=0.2,
+    parser.add_argument("--update-share", type=float, default=0.16,
                         help="the update's share of those steps (the rest train the old model)")
-    parser.add_argument("--rewarm-lr", type=float, default=3e-3,
+    parser.add_argument("--rewarm-lr", type=float, default=1.5e-3,
                         help="the update's re-warmed peak learning rate (the first training's: 3e-3)")
     parser.add_argument("--replay", type=float, default=0.25, help="the update's replay fraction")
     parser.add_argument("--append", action="store_true", help="add the report to RESULTS.md")
