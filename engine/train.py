@@ -13,6 +13,7 @@ parameters; only the root logs, evaluates and writes checkpoints.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import threading
 import time
@@ -36,7 +37,7 @@ from engine.distributed import Solo, Stopped, Topology, inject_fault, worker_tim
 from engine.errors import UserError
 from engine.model import GPTConfig, init_params, loss_and_grads, loss_only, ops, parameter_shapes
 from engine.optim import AdamW, Schedule, clip_grad_norm
-from engine.progress import Progress
+from engine.progress import Progress, ProgressFile, progress_path
 from engine.tokenizer import Tokenizer
 from tokenizers import Tokenizer as HFTokenizer
 
@@ -219,6 +220,9 @@ def run_training(data: TokenData, tokenizer: Tokenizer, out: Path, config: GPTCo
                  workers=world.size, groups=world.groups, **asdict(config))
     progress = Progress(total=cfg.steps, initial=step, desc="train", event="train_progress",
                         unit="step", enabled=world.is_root)
+    live = ProgressFile(progress_path(out), resumed=last_saved is not None, enabled=world.is_root)
+    live.write("start", pid=os.getpid(), step=step, steps=cfg.steps, workers=world.size,
+               resumed=last_saved is not None)
     tokens_per_step = cfg.batch_size * cfg.seq_len
     reduce = world.gradient_reduction(parameter_shapes(config))
     # per rank, on the root: seconds computing, reducing, updating, and CPU seconds; without
@@ -244,6 +248,7 @@ def run_training(data: TokenData, tokenizer: Tokenizer, out: Path, config: GPTCo
             norm = clip_grad_norm(grads, cfg.grad_clip)
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 progress.close()
+                live.end("failed", step, f"loss {loss:.4g} at step {step}")
                 kept = f"the last good checkpoint (step {last_saved}) is kept in {out}" \
                     if last_saved is not None else "no checkpoint was written"
                 raise UserError(f"training diverged at step {step} (loss {loss:.4g}, gradient "
@@ -260,6 +265,9 @@ def run_training(data: TokenData, tokenizer: Tokenizer, out: Path, config: GPTCo
                 times, timed_steps = times + step_times, timed_steps + 1
             fields = worker_times(times) if world.size > 1 and timed_steps else {}
             progress.update(1, loss=f"{loss:.3f}", tok_s=f"{rate:,.0f}", **fields)
+            live.write("step", step=step, loss=round(loss, 5), lr=schedule.lr(step - 1),
+                       tokens_per_s=round(rate),
+                       eta_s=round((cfg.steps - step) * tokens_per_step / rate, 1), **fields)
 
             final = step == cfg.steps
             if world.is_root and (step % cfg.eval_every == 0 or final):
@@ -269,12 +277,14 @@ def run_training(data: TokenData, tokenizer: Tokenizer, out: Path, config: GPTCo
                 progress.write(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f}")
                 log.info("eval", step=step, train_loss=train_loss, val_loss=val_loss,
                          tokens_per_s=round(rate))
+                live.write("eval", step=step, train_loss=train_loss, val_loss=val_loss)
             if step % cfg.checkpoint_every == 0 or final:
                 checkpoint(train_loss if final else None, val_loss if final else None)
             if stopping:  # every rank saw the same request in the reduction, after this step
                 progress.close()
                 if last_saved != step:
                     checkpoint()
+                live.end("stopped", step, stop.signal or "a stop request")
                 raise Stopped(f"{stop.signal or 'a stop request'} at step {step}; "
                                         f"checkpoint in {out}: continue with --resume")
     progress.close()
@@ -293,5 +303,6 @@ def run_training(data: TokenData, tokenizer: Tokenizer, out: Path, config: GPTCo
         if len(set(checksums)) != 1:
             raise RuntimeError(f"the ranks' parameters differ after training: {checksums}")
         log.info("train_done", step=step, train_loss=train_loss, val_loss=val_loss, out=str(out))
+    live.end("finished", step)
     return TrainResult(out=out, step=step, tokens_seen=tokens_seen, train_loss=train_loss,
                        val_loss=val_loss, history=history)
