@@ -10,6 +10,9 @@ Pause and resume: each crawl has a job directory `$CLLM_HOME/crawl/jobs/<crawl_i
 instead, and the persistent crawl state (crawler/store.py) skips every page whose document
 is already in a shard. Either way no document is written twice and no shard is half-visible.
 Running the same command again resumes an unfinished crawl with the same seeds.
+
+Each crawl's report is also kept as `$CLLM_HOME/crawl/reports/<crawl_id>.json`
+(`CrawlReport.to_dict()`), which the web application lists.
 """
 
 from __future__ import annotations
@@ -254,9 +257,25 @@ def crawl(seeds: list[str], config, allowed_domains: list[str] | None = None,
             shutil.rmtree(job.jobdir, ignore_errors=True)
         with Catalog(home) as catalog:
             new = [s for s in catalog.list_shards(crawl_id=job.crawl_id) if s.path not in before]
+        report = _report(job.crawl_id, resumed, reason, stats, invalid, new)
+        save_report(home, report)
     finally:
         lock.release()
-    return _report(job.crawl_id, resumed, reason, stats, invalid, new)
+    return report
+
+
+def report_path(home: Path, crawl_id: str) -> Path:
+    return Path(home) / "crawl" / "reports" / f"{crawl_id}.json"
+
+
+def save_report(home: Path, report: CrawlReport) -> None:
+    """Keep the report for the web application's Crawl tab, written whole (temp file and
+    rename); a resumed crawl's report replaces the one of its paused part."""
+    path = report_path(home, report.crawl_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(report.to_dict(), indent=2))
+    os.replace(tmp, path)
 
 
 def _report(crawl_id, resumed, reason, stats, invalid, shards) -> CrawlReport:
