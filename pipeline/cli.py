@@ -405,11 +405,7 @@ def cmd_models(args, config: Config) -> int:
         registry.set_champion(args.version)
         print(f"champion is now {config.model_name}/{args.version}")
     else:
-        champion = registry.resolve("@champion")
-        parent = champion.tags.get("parent_version")
-        if not parent:
-            raise UserError(f"champion {champion.ref} has no parent version to roll back to")
-        registry.set_champion(parent)
+        champion, parent = registry.rollback()
         print(f"champion moved back from {champion.ref} to {config.model_name}/{parent}")
     return 0
 

@@ -192,6 +192,11 @@ class Registry:
                 return v
         return None
 
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """(step, value) of every value of a run's metric, in step order (none if absent)."""
+        found = self._call("get_metric_history", run_id, key)
+        return sorted((m.step, m.value) for m in found)
+
     def pull(self, ref: str, dest: Path | None = None) -> Path:
         """Download a version's directory and check it loads; `dest` defaults to a cache
         under the home (`registry/<name>/<version>`), reused once complete."""
@@ -265,3 +270,12 @@ class Registry:
     def set_champion(self, version: str) -> None:
         self.resolve(f"{self.name}/{version}")  # an unknown version is one clear error
         self._call("set_registered_model_alias", self.name, CHAMPION, version)
+
+    def rollback(self) -> tuple[Version, str]:
+        """Move champion back to its parent version; returns (the version it left, the parent)."""
+        champion = self.resolve(f"@{CHAMPION}")
+        parent = champion.tags.get("parent_version")
+        if not parent:
+            raise UserError(f"champion {champion.ref} has no parent version to roll back to")
+        self.set_champion(parent)
+        return champion, parent
