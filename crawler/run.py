@@ -264,8 +264,12 @@ def crawl(seeds: list[str], config, allowed_domains: list[str] | None = None,
     return report
 
 
+def reports_dir(home: Path) -> Path:
+    return Path(home) / "crawl" / "reports"
+
+
 def report_path(home: Path, crawl_id: str) -> Path:
-    return Path(home) / "crawl" / "reports" / f"{crawl_id}.json"
+    return reports_dir(home) / f"{crawl_id}.json"
 
 
 def save_report(home: Path, report: CrawlReport) -> None:
