@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_crawl(sub)
     add_update(sub)
     add_models(sub)
+    add_ui(sub)
     return parser
 
 
@@ -407,6 +408,27 @@ def cmd_models(args, config: Config) -> int:
     else:
         champion, parent = registry.rollback()
         print(f"champion moved back from {champion.ref} to {config.model_name}/{parent}")
+    return 0
+
+
+# --- the web application -----------------------------------------------------------------
+
+
+def add_ui(sub) -> None:
+    p = sub.add_parser("ui", help="the web application: crawl, training, models and LLM tabs")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1; any other needs "
+                   "a token)")
+    p.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    p.add_argument("--token", help="a secret every request must carry (default: "
+                   "$CLLM_UI_TOKEN); open the page once as http://HOST:PORT/?token=TOKEN")
+    p.set_defaults(handler=cmd_ui)
+
+
+def cmd_ui(args, config: Config) -> int:
+    from app.server import serve
+
+    apply_flags(config.ui, args, ["host", "port", "token"])
+    serve(config, config_file=args.config)
     return 0
 
 

@@ -51,6 +51,19 @@ class ContinualConfig:
 
 
 @dataclass
+class UIConfig:
+    """`[ui]`: the web application, `cllm ui` (flags override)."""
+
+    host: str = "127.0.0.1"  # an address other than loopback needs a token
+    port: int = 8000
+    token: str = ""  # when set, every request must carry it (CLLM_UI_TOKEN)
+
+    def validate(self) -> None:
+        if not 0 < self.port < 65536:
+            raise UserError(f"ui setting port={self.port} must be between 1 and 65535")
+
+
+@dataclass
 class Config:
     home: Path = Path("./var")  # CLLM_HOME: where all state lives
     model_name: str = "cllm"  # the registered model's name
@@ -59,6 +72,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     crawl: CrawlConfig = field(default_factory=CrawlConfig)
     continual: ContinualConfig = field(default_factory=ContinualConfig)
+    ui: UIConfig = field(default_factory=UIConfig)
 
     @property
     def sections(self) -> dict[str, object]:

@@ -1,0 +1,187 @@
+"""What the tabs show, read from the home: crawl reports and the shard catalog, the live
+progress of trainings, the registry's versions."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+from crawler.run import reports_dir
+from pipeline.catalog import Catalog
+from pipeline.registry import Registry
+
+MAX_POINTS = 1500  # of a loss curve sent to the page: enough for its width
+MAX_CRAWLS = 100
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None  # a file being replaced or damaged by hand: skipped, not fatal
+
+
+def crawls(home: Path) -> dict:
+    """Every crawl's report (newest first), unfinished crawls, and the catalog's shards."""
+    paths = sorted(reports_dir(home).glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    reports = [r for p in paths[:MAX_CRAWLS] if (r := _read_json(p))]
+    unfinished = []
+    for job_file in sorted((home / "crawl" / "jobs").glob("*/job.json")):
+        job = _read_json(job_file)
+        if job and job.get("status") in ("running", "paused"):
+            unfinished.append({"crawl_id": job["crawl_id"], "status": job["status"],
+                               "seeds": job["seeds"]})
+    with Catalog(home) as catalog:
+        shards = catalog.list_shards()
+    rows = [{"path": s.path.relative_to(home.resolve()).as_posix(), "crawl_id": s.crawl_id,
+             "rows": s.rows, "bytes": s.bytes, "created": s.created, "state": s.state,
+             "consumed_by": s.consumed_by} for s in reversed(shards)]
+    new = [s for s in rows if s["state"] == "new"]
+    return {"crawls": reports, "unfinished": unfinished, "shards": rows,
+            "totals": {"shards": len(rows), "documents": sum(s["rows"] for s in rows),
+                       "bytes": sum(s["bytes"] for s in rows), "new_shards": len(new),
+                       "new_documents": sum(s["rows"] for s in new)}}
+
+
+# --- training ----------------------------------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _thin(points: list, limit: int = MAX_POINTS) -> list:
+    """At most `limit` points, evenly strided, the last one kept."""
+    if len(points) <= limit:
+        return points
+    stride = -(-len(points) // limit)
+    return points[::stride] + ([points[-1]] if (len(points) - 1) % stride else [])
+
+
+def read_progress(path: Path) -> dict:
+    """A training's live-progress file (engine/progress.py `ProgressFile`) as the tab shows it."""
+    train, evals, start, last, end = [], [], {}, {}, None
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the line the trainer is writing right now
+            event = record.get("event")
+            if event == "start":
+                start, end = record, None
+            elif event == "step":
+                train.append([record["step"], record["loss"]])
+                last = record
+            elif event == "eval":
+                evals.append([record["step"], record["train_loss"], record["val_loss"]])
+            elif event == "end":
+                end = record
+    if end is not None:
+        status, message = end["status"], end.get("message", "")
+    elif start and _alive(start["pid"]):
+        status, message = "running", ""
+    else:
+        status, message = "killed", "the trainer ended without a final record (killed?)"
+    return {"source": "progress", "name": path.parent.name, "status": status,
+            "message": message, "step": last.get("step", start.get("step", 0)),
+            "steps": start.get("steps"), "workers": start.get("workers", 1),
+            "tokens_per_s": last.get("tokens_per_s"),
+            "eta_s": last.get("eta_s") if status == "running" else None,
+            "comm": last.get("comm"), "worker_states": _worker_states(last.get("workers")),
+            "updated": last.get("time", start.get("time")), "train": _thin(train),
+            "evals": evals}
+
+
+def _worker_states(text: str | None) -> list[dict]:
+    """`0:c90/w4/r6 1:c94/w0/r6` (engine.distributed.worker_times) as rows: each rank's
+    share of the step computing, waiting for the slowest, and reducing, in percent."""
+    rows = []
+    for item in (text or "").split():
+        rank, shares = item.split(":", 1)
+        compute, wait, reduce = (int(s[1:]) for s in shares.split("/"))
+        rows.append({"rank": int(rank), "compute": compute, "wait": wait, "reduce": reduce})
+    return rows
+
+
+class Pipeline:
+    """The home and its registry, read for the page (the registry's client is shared by the
+    server's threads, so calls take turns)."""
+
+    def __init__(self, home: Path, model_name: str):
+        self.home = Path(home).resolve()
+        self.registry = Registry(self.home, model_name)
+        self.lock = threading.Lock()
+
+    def training(self) -> dict | None:
+        """The running or most recent training: the newest progress file in the work folders
+        of `cllm update` / `--from-scratch`; once a finished run's folder is gone, the run
+        of the newest registered version, from the registry."""
+        files = sorted((self.home / "work").glob("*/*.progress.jsonl"),
+                       key=lambda p: p.stat().st_mtime)
+        if files:
+            return read_progress(files[-1])
+        versions = self.versions()
+        return self.registered_run(versions[-1]) if versions else None
+
+    def registered_run(self, version: dict) -> dict:
+        keys = ("train_loss", "eval_train_loss", "eval_val_loss")
+        with self.lock:
+            history = {key: self.registry.metric_history(version["run_id"], key)
+                       if version["run_id"] else [] for key in keys}
+        val = dict(history["eval_val_loss"])
+        evals = [[step, loss, val.get(step)] for step, loss in history["eval_train_loss"]]
+        train = [[step, loss] for step, loss in history["train_loss"]]
+        return {"source": "registry", "name": f"{self.registry.name}/{version['version']}",
+                "status": "registered", "message": "", "step": train[-1][0] if train else None,
+                "steps": train[-1][0] if train else None, "workers": None,
+                "tokens_per_s": None, "eta_s": None, "comm": None, "worker_states": [],
+                "updated": None, "train": _thin(train), "evals": evals}
+
+    # --- registry ------------------------------------------------------------------------
+
+    def versions(self) -> list[dict]:
+        if not (self.home / "mlflow.db").exists() and self.registry.uri.startswith("sqlite"):
+            return []  # nothing registered yet: do not create a registry just to look
+        with self.lock:
+            versions = self.registry.versions()
+        return [{"version": v.version, "ref": v.ref, "aliases": list(v.aliases),
+                 "parent": v.tags.get("parent_version") or None, "shards": v.shards,
+                 "val_loss_new": _number(v.tags.get("val_loss_new")),
+                 "val_loss_old": _number(v.tags.get("val_loss_old")),
+                 "tokens_seen": _number(v.tags.get("tokens_seen")),
+                 "gate": v.tags.get("gate", ""), "run_id": v.run_id} for v in versions]
+
+    def promote(self, version: str) -> dict:
+        with self.lock:
+            self.registry.set_champion(version)
+        return {"champion": version}
+
+    def rollback(self) -> dict:
+        with self.lock:
+            left, parent = self.registry.rollback()
+        return {"champion": parent, "left": left.version}
+
+    def resolve(self, ref: str):
+        """The registered version a page's choice names (an alias or a number, never a path)."""
+        with self.lock:
+            return self.registry.resolve(ref)
+
+    def pull(self, ref: str) -> Path:
+        with self.lock:
+            return self.registry.pull(ref)
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None  # a tag edited by hand: shown as missing
