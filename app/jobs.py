@@ -63,7 +63,7 @@ class Job:
         return {"kind": self.kind, "command": "cllm " + " ".join(self.args),
                 "pid": self.process.pid, "started": self.started, "running": code is None,
                 "stopping": self.stopping and code is None, "returncode": code,
-                "message": self.message() if code not in (None, 0) else ""}
+                "message": self.message() if code is not None else ""}
 
 
 class Jobs:

@@ -207,6 +207,7 @@ def test_training_tab_curve_grows_while_training_then_stop_and_resume(world, pag
 
     page.click("#training-form button[type=submit]")  # resumes the same plan to its end
     expect(page.locator("#training-job")).to_contain_text("training finished", timeout=120_000)
+    expect(page.locator("#training-job")).to_contain_text("champion stays where it was")
     versions = Registry(world["home"], "cllm").versions()
     assert [v.version for v in versions] == ["1", "2"]
     assert int(versions[1].tags["tokens_seen"]) == LONG_RUN * 8 * 32  # steps x batch x window

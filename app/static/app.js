@@ -62,13 +62,15 @@ function fillTable(id, rows, makeRow) {
   }));
 }
 
-function jobLine(id, job, what) {
+// `outcome`: the job's last line says what it did (a crawl's is the end of its JSON report)
+function jobLine(id, job, what, outcome = false) {
   if (!job) return show(id, "");
   if (job.running) return show(id, `${job.stopping ? "stopping" : "running"}: ${job.command} (pid ${job.pid})`);
   const ok = job.returncode === 0;
   const stopped = job.returncode === 130;
-  show(id, ok ? `${what} finished: ${job.command}` : stopped ? `${what} stopped: ${job.command}`
-    : `${what} failed (exit ${job.returncode}): ${job.message}`, !ok && !stopped);
+  show(id, ok ? `${what} finished: ${job.command}${outcome ? ` (${job.message})` : ""}`
+    : stopped ? `${what} stopped: ${job.command}`
+      : `${what} failed (exit ${job.returncode}): ${job.message}`, !ok && !stopped);
 }
 
 // --- crawl ---------------------------------------------------------------------------------
@@ -153,7 +155,7 @@ function drawChart(run) {
 async function refreshTraining() {
   const data = await getJSON("/api/training");
   const run = data.run;
-  jobLine("training-job", data.job, "training");
+  jobLine("training-job", data.job, "training", true);
   if (!run) {
     show("training-summary", "No training yet: crawl some pages, then start one.");
   } else {
@@ -180,12 +182,12 @@ $("training-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const body = { kind: $("training-kind").value };
   if ($("training-steps").value !== "") body.steps = Number($("training-steps").value);
-  try { jobLine("training-job", await postJSON("/api/training", body), "training"); }
+  try { jobLine("training-job", await postJSON("/api/training", body), "training", true); }
   catch (e) { show("training-job", e.message, true); }
 });
 
 $("training-stop").addEventListener("click", async () => {
-  try { jobLine("training-job", await postJSON("/api/training/stop", {}), "training"); }
+  try { jobLine("training-job", await postJSON("/api/training/stop", {}), "training", true); }
   catch (e) { show("training-job", e.message, true); }
 });
 
