@@ -78,7 +78,8 @@ def reduction_probe(group_size: int, repeats: int) -> None:
     import numpy as np
 
     from engine.distributed import World
-    from engine.model import GPTConfig, parameter_shapes
+    from engine.config import GPTConfig
+    from engine.model import parameter_shapes
 
     world = World(group_size)
     shapes = parameter_shapes(GPTConfig(vocab_size=4096, block_size=128, n_layer=4, n_head=4,

@@ -30,7 +30,8 @@ from torch_reference import GPT  # noqa: E402
 
 from engine.checkpoint import Model  # noqa: E402
 from engine.generate import SamplingConfig, generate_tokens  # noqa: E402
-from engine.model import GPTConfig, init_params, loss_and_grads, ops  # noqa: E402
+from engine.config import GPTConfig  # noqa: E402
+from engine.model import init_params, loss_and_grads, ops  # noqa: E402
 from engine.optim import AdamW, clip_grad_norm  # noqa: E402
 
 CONFIGS = {  # name: (model, batch size)

@@ -23,7 +23,8 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from engine.errors import UserError
-from engine.model import GPTConfig, parameter_shapes
+from engine.config import GPTConfig
+from engine.model import parameter_shapes
 from engine.tokenizer import Tokenizer
 from engine.xp import to_numpy, xp
 

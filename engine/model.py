@@ -14,41 +14,17 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from engine import layers
-from engine.errors import UserError
+from engine.config import GPTConfig
 from engine.xp import scatter_add_rows, xp
 
 if xp is np and os.environ.get("CLLM_KERNELS", "1") != "0":
     from engine import kernels as ops
 else:
     ops = layers
-
-
-@dataclass
-class GPTConfig:
-    vocab_size: int = 4096
-    block_size: int = 128  # the longest context the model sees
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 256
-
-    def validate(self) -> None:
-        for name, value in asdict(self).items():
-            if not isinstance(value, int) or value < 1:
-                raise UserError(f"model setting {name}={value!r} must be a positive integer")
-        if self.n_embd % self.n_head:
-            raise UserError(
-                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: "
-                "choose a width that is a multiple of the number of heads"
-            )
-
-    @property
-    def head_size(self) -> int:
-        return self.n_embd // self.n_head
 
 
 def parameter_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:

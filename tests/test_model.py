@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from engine import kernels, layers
+from engine.config import GPTConfig
 from engine.model import (
-    GPTConfig,
     KVCache,
     forward_cached,
     init_params,

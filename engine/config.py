@@ -1,0 +1,72 @@
+"""The model's and the training's settings: plain dataclasses with no heavy imports, so the
+configuration (pipeline/config.py) loads anywhere, an Airflow DAG file's parse included."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from engine.errors import UserError
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 4096
+    block_size: int = 128  # the longest context the model sees
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 256
+
+    def validate(self) -> None:
+        for name, value in asdict(self).items():
+            if not isinstance(value, int) or value < 1:
+                raise UserError(f"model setting {name}={value!r} must be a positive integer")
+        if self.n_embd % self.n_head:
+            raise UserError(
+                f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: "
+                "choose a width that is a multiple of the number of heads"
+            )
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000  # the step to train up to
+    batch_size: int = 16  # windows per step
+    seq_len: int = 128  # tokens per window; a new model's context (block_size)
+    lr: float = 1e-3  # peak learning rate
+    min_lr: float = 1e-4  # where the cosine decay ends
+    warmup_steps: int = 100  # at most a tenth of the steps
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # global gradient norm; 0 turns clipping off
+    eval_every: int = 100  # steps between evaluations
+    eval_batches: int = 4  # batches per evaluation, each split
+    checkpoint_every: int = 200  # steps between checkpoints (and one at the end)
+    val_fraction: float = 0.1  # held-out share of the data
+    vocab_size: int = 4096  # of a newly trained tokenizer
+    seed: int = 1337  # initialisation and the windows of every step
+    threads: int = 0  # BLAS threads, 0 for all cores (one per worker with several workers)
+    # disjoint slices of the data a step draws its windows from, one per level-1 group of
+    # workers (0: as many as groups); set it to a distributed run's number of groups to make
+    # one worker draw exactly that run's windows
+    data_parts: int = 0
+
+    def validate(self) -> None:
+        positive = ["steps", "batch_size", "seq_len", "eval_every", "eval_batches",
+                    "checkpoint_every", "vocab_size"]
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise UserError(f"training setting {name}={getattr(self, name)} must be at least 1")
+        if not self.lr > 0 or not 0 <= self.min_lr <= self.lr:
+            raise UserError(f"learning rates lr={self.lr}, min_lr={self.min_lr} must satisfy "
+                            "0 <= min_lr <= lr and lr > 0")
+        if not 0 < self.val_fraction < 1:
+            raise UserError(f"val_fraction={self.val_fraction} must be between 0 and 1")
+        if self.threads < 0:
+            raise UserError(f"threads={self.threads} must be 0 (all cores) or more")
+        if self.data_parts < 0:
+            raise UserError(f"data_parts={self.data_parts} must be 0 (one per group) or more")
