@@ -15,6 +15,9 @@ from engine.errors import UserError
 
 @dataclass
 class CrawlConfig:
+    # What and when: `cllm crawl` without --seeds and the Airflow `crawl` DAG use these
+    seeds: str = ""  # comma-separated seed URLs or files of them, one a line
+    schedule: str = "@daily"  # the `crawl` DAG's cron or preset; "" runs it only when triggered
     # Politeness
     # Honest: who is crawling and why. Operators should add a contact URL or address.
     user_agent: str = "CrystallineBot/0.1 (continuous-learning research crawler)"

@@ -80,6 +80,9 @@ def add_train(sub) -> None:
     p.add_argument("--from-scratch", action="store_true",
                    help="train a tokenizer and model on every shard of the catalog and register "
                    "it (version 1 becomes champion) instead of --data/--out")
+    p.add_argument("--retrain", action="store_true",
+                   help="a new model on every shard of the catalog with champion's tokenizer, "
+                   "registered and promoted only if it passes the gate against champion")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--batch-size", type=int, help="windows per step (all workers together)")
@@ -111,8 +114,8 @@ def cmd_train(args, config: Config) -> int:
     apply_flags(config.train, args, TRAIN_FLAGS)
     if args.workers < 1:
         raise UserError(f"--workers {args.workers} must be at least 1")
-    if args.from_scratch:
-        return train_from_scratch(args, config)
+    if args.from_scratch or args.retrain:
+        return train_on_catalog(args, config)
     if not args.data or not args.out:
         raise UserError("give --data PATH... and --out DIR, or --from-scratch to train on the "
                         "shard catalog")
@@ -126,13 +129,17 @@ def cmd_train(args, config: Config) -> int:
     return 0
 
 
-def train_from_scratch(args, config: Config) -> int:
-    from pipeline.continual import from_scratch
+def train_on_catalog(args, config: Config) -> int:
+    from pipeline.continual import from_scratch, retrain
 
+    flag = "--from-scratch" if args.from_scratch else "--retrain"
+    if args.from_scratch and args.retrain:
+        raise UserError("give either --from-scratch (a new tokenizer) or --retrain (champion's "
+                        "tokenizer), not both")
     if args.data or args.out or args.resume or args.workers > 1 or args.mpi:
-        raise UserError("--from-scratch trains on the shard catalog in one process and "
-                        "registers the model: leave out --data, --out, --resume, --workers, --mpi")
-    print_outcome(from_scratch(config), config)
+        raise UserError(f"{flag} trains on the shard catalog in one process and registers the "
+                        "model: leave out --data, --out, --resume, --workers, --mpi")
+    print_outcome((from_scratch if args.from_scratch else retrain)(config), config)
     return 0
 
 
@@ -312,10 +319,11 @@ def cmd_crawl(args, config: Config) -> int:
 
     from crawler.run import crawl
 
-    if not args.seeds:
-        raise UserError("no seeds: give --seeds URL [URL|FILE ...]")
+    seeds = args.seeds or [s.strip() for s in config.crawl.seeds.split(",") if s.strip()]
+    if not seeds:
+        raise UserError("no seeds: give --seeds URL [URL|FILE ...] or set seeds in [crawl]")
     apply_flags(config.crawl, args, CRAWL_FLAGS)
-    report = crawl(args.seeds, config, allowed_domains=args.allowed_domains,
+    report = crawl(seeds, config, allowed_domains=args.allowed_domains,
                    crawl_id=args.crawl_id)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
     if report.finish_reason == "shutdown":
@@ -349,25 +357,33 @@ def print_outcome(outcome, config: Config) -> None:
     for skipped in outcome.plan.skipped:
         print(f"skipped shard {skipped['path']}: {skipped['reason']} (left new)")
     name = config.model_name
+    plan = outcome.plan
     if outcome.version is None:
-        print(f"no new shards: nothing to do (champion is {name}/{outcome.plan.parent})")
+        what = "no new shards" if plan.kind == "update" else \
+            "champion, or a retrain against it, already covers every shard"
+        print(f"{what}: nothing to do (champion is {name}/{plan.parent})")
         return
     if outcome.evaluation is None:
         print(f"version {outcome.version} was already trained on these "
-              f"{len(outcome.plan.new)} shards: nothing to do")
+              f"{len(plan.shard_paths)} shards: nothing to do")
         return
-    e, parent = outcome.evaluation, outcome.plan.parent
+    e, parent = outcome.evaluation, plan.parent
+    trained = {"update": f"on {len(plan.new)} new shard(s)"
+                         + (f", replaying {len(plan.old)} older" if plan.old else ""),
+               "retrain": f"anew on all {len(plan.shard_paths)} shard(s), with the parent's "
+                          "tokenizer",
+               "scratch": f"from scratch on {len(plan.new)} shard(s)"}[plan.kind]
     print(f"registered {name}/{outcome.version}" + (f" (parent {parent})" if parent else "")
-          + f" trained on {len(outcome.plan.new)} new shard(s)"
-          + (f", replaying {len(outcome.plan.old)} older" if parent and outcome.plan.old else ""))
-    print(f"val loss on new data {e.val_loss_new:.4f}" + (
-        f" (parent {e.parent_val_loss_new:.4f})" if e.parent_val_loss_new is not None else ""))
+          + f", trained {trained}")
+    if e.val_loss_new is not None:
+        print(f"val loss on new data {e.val_loss_new:.4f}" + (
+            f" (parent {e.parent_val_loss_new:.4f})" if e.parent_val_loss_new is not None else ""))
     if e.val_loss_old is not None:
         print(f"val loss on old data {e.val_loss_old:.4f} (parent {e.parent_val_loss_old:.4f})")
     verdict = "passed" if e.passed else "refused"
     print(f"gate {verdict}: {e.reason}")
     print(f"champion is now {name}/{outcome.version}" if outcome.promoted
-          else f"champion stays where it was")
+          else "champion stays where it was")
 
 
 def add_models(sub) -> None:

@@ -18,8 +18,7 @@ from pathlib import Path
 
 from crawler.config import CrawlConfig
 from engine.errors import UserError
-from engine.model import GPTConfig
-from engine.train import TrainConfig
+from engine.config import GPTConfig, TrainConfig
 
 
 @dataclass
@@ -33,6 +32,8 @@ class ContinualConfig:
     warmup_steps: int = 20  # at most a tenth of the steps (Schedule.rewarm)
     gate_tolerance: float = 0.02  # old-data loss may worsen by this share and still pass
     eval_batches: int = 8  # batches of held-out windows per part for the gate
+    # the `nightly_retrain` DAG's cron (02:00 UTC); "" runs it only when triggered
+    retrain_schedule: str = "0 2 * * *"
 
     def validate(self) -> None:
         for name in ("steps", "warmup_steps", "eval_batches"):

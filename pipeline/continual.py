@@ -4,12 +4,14 @@ The steps, each a library function that the CLI, the tests and the Airflow DAG c
 way (a `Plan` and an `Evaluation` are JSON-ready, `to_dict`/`from_dict`):
 
     plan(config)                    reconcile, then the increment: champion, new shards, replay pool
+                                    (plan_from_scratch, plan_retrain: the other two kinds of plan)
     train(config, plan)             continue the parent (or start a model) in the plan's work folder
     evaluate(config, plan)          held-out loss on new and old shards, child and parent; the gate
     register(config, plan, ev)      an MLflow run and a model version with its lineage tags
     promote(config, version)        champion moves if the gate passed; then the shards are consumed
 
-`update(config)` and `from_scratch(config)` run them in order under the update lock.
+`update(config)`, `from_scratch(config)` and `retrain(config)` run them in order under the
+update lock; the Airflow DAGs run them as tasks (pipeline/orchestrate.py).
 
 Every step can be run again. The plan's id hashes its parent and shards, and its work folder
 `$CLLM_HOME/work/<id>/` keeps the training checkpoint and the evaluation, so a rerun resumes
@@ -40,7 +42,8 @@ from engine.errors import UserError
 from engine.model import init_params
 from engine.optim import Schedule
 from engine.tokenizer import Tokenizer
-from engine.train import TrainConfig, make_optimizer, run_training
+from engine.config import TrainConfig
+from engine.train import make_optimizer, run_training
 from engine.train import evaluate as held_out_loss
 from pipeline.catalog import Catalog
 from pipeline.config import Config
@@ -52,15 +55,26 @@ log = structlog.get_logger()
 
 @dataclass
 class Plan:
+    """One of three kinds of training. "update": continue champion (`parent`) on the new
+    shards plus a replay sample of the old. "scratch": a new tokenizer and model on all shards.
+    "retrain": a new model on all shards with champion's tokenizer, so that it compares with
+    champion through the same gate (the nightly consolidating retrain)."""
+
     id: str
-    parent: str | None  # the champion version to continue; None: a new model from scratch
-    new: list[dict]  # {"path", "sha256"} of the shards to learn (paths relative to the home)
+    parent: str | None  # champion when planned; None: a model from scratch
+    new: list[dict]  # {"path", "sha256"} of the shards not yet learned (relative to the home)
     old: list[dict] = field(default_factory=list)  # learned before: replay pool, old-data eval
-    skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}: left `new`
+    skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}: left as they are
+    kind: str = "update"
+
+    @property
+    def learned(self) -> list[dict]:
+        """The shards the model trains on (none: nothing to do)."""
+        return self.new + self.old if self.kind == "retrain" else self.new
 
     @property
     def shard_paths(self) -> list[str]:
-        return [s["path"] for s in self.new]
+        return [s["path"] for s in self.learned]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -72,7 +86,8 @@ class Plan:
 
 @dataclass
 class Evaluation:
-    val_loss_new: float  # the trained model on the new shards' held-out tokens
+    val_loss_new: float | None  # the trained model on the new shards' held-out tokens (None:
+    # a retrain with no new shards)
     val_loss_old: float | None  # ... on the older shards' (None: there are none)
     parent_val_loss_new: float | None  # the parent on the same tokens (None: no parent)
     parent_val_loss_old: float | None
@@ -126,9 +141,9 @@ def work_folder(config: Config, plan: Plan) -> Path:
     return config.home / "work" / plan.id
 
 
-def _plan_id(parent: str | None, shards: list[dict]) -> str:
+def _plan_id(kind: str, parent: str | None, shards: list[dict]) -> str:
     key = json.dumps([parent, [(s["path"], s["sha256"]) for s in shards]])
-    return ("update-" if parent else "scratch-") + hashlib.sha256(key.encode()).hexdigest()[:12]
+    return f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
 def _entry(config: Config, shard) -> dict:
@@ -152,9 +167,10 @@ def _usable(config: Config, shards) -> tuple[list[dict], list[dict]]:
 
 
 def _save_plan(config: Config, plan: Plan) -> Plan:
-    """Keep the plan in its work folder and drop the folders of plans that are over."""
+    """Keep the plan in its work folder and drop the folders of the same kind of plan that
+    are over (a nightly retrain and an update may be under way side by side)."""
     work = work_folder(config, plan)
-    for other in work.parent.glob("*"):
+    for other in work.parent.glob(f"{plan.kind}-*"):
         if other != work:
             shutil.rmtree(other, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -163,16 +179,16 @@ def _save_plan(config: Config, plan: Plan) -> Plan:
 
 
 def _check_current(config: Config, plan: Plan) -> None:
-    """An update's plan is stale once another run consumed its shards or moved champion (a
-    model from scratch depends on neither)."""
-    if plan.parent is None:
+    """An update's or retrain's plan is stale once another run consumed its new shards or
+    moved champion (a model from scratch depends on neither)."""
+    if plan.kind == "scratch":
         return
     if registry(config).champion() != plan.parent:
-        raise UserError(f"plan {plan.id} continues version {plan.parent}, which is no longer "
-                        "champion: plan again")
+        raise UserError(f"plan {plan.id} was made against version {plan.parent}, which is no "
+                        "longer champion: plan again")
     with Catalog(config.home) as catalog:
         new = {_entry(config, s)["path"] for s in catalog.list_shards(state="new")}
-    gone = [p for p in plan.shard_paths if p not in new]
+    gone = [s["path"] for s in plan.new if s["path"] not in new]
     if gone:
         raise UserError(f"plan {plan.id} is stale: shard {gone[0]} is no longer new: plan again")
 
@@ -191,7 +207,7 @@ def plan(config: Config) -> Plan:
     with Catalog(config.home) as catalog:
         new, skipped = _usable(config, catalog.list_shards(state="new"))
         old = [_entry(config, s) for s in catalog.list_shards(state="consumed")]
-    result = Plan(_plan_id(parent, new), parent, new, old, skipped)
+    result = Plan(_plan_id("update", parent, new), parent, new, old, skipped, "update")
     return _save_plan(config, result) if new else result
 
 
@@ -204,7 +220,34 @@ def plan_from_scratch(config: Config) -> Plan:
         reason = f"; {len(skipped)} unusable" if skipped else ""
         raise UserError(f"the shard catalog {config.home / 'catalog.sqlite'} holds no usable "
                         f"shards{reason}: crawl some with `cllm crawl --seeds URL`")
-    return _save_plan(config, Plan(_plan_id(None, shards), None, shards, [], skipped))
+    return _save_plan(config, Plan(_plan_id("scratch", None, shards), None, shards, [], skipped,
+                                   "scratch"))
+
+
+def plan_retrain(config: Config) -> Plan:
+    """A new model on every usable shard with champion's tokenizer, evaluated against champion.
+    Nothing to do (empty plan) when champion was itself trained from scratch or retrained on
+    exactly these shards, or a retrain of them against champion was already registered."""
+    reconcile(config)
+    reg = registry(config)
+    parent = reg.champion()
+    if parent is None:
+        raise UserError(f"model {config.model_name} has no champion in the registry at "
+                        f"{reg.uri} to retrain against: train one with "
+                        "`cllm train --from-scratch`")
+    with Catalog(config.home) as catalog:
+        new, skipped = _usable(config, catalog.list_shards(state="new"))
+        old, skipped_old = _usable(config, catalog.list_shards(state="consumed"))
+    result = Plan(_plan_id("retrain", parent, new + old), parent, new, old,
+                  skipped + skipped_old, "retrain")
+    champion = reg.resolve(f"{config.model_name}/{parent}")
+    full = champion.tags.get("training") in ("scratch", "retrain")
+    if (full and sorted(champion.shards) == sorted(result.shard_paths)) or \
+            reg.find(parent, result.shard_paths):
+        log.info("retrain_skipped", champion=parent, shards=len(result.shard_paths),
+                 message="champion, or a retrain against it, already covers every shard")
+        return dataclasses.replace(result, new=[], old=[])
+    return _save_plan(config, result)
 
 
 def reconcile(config: Config) -> list[str]:
@@ -233,14 +276,13 @@ def train(config: Config, plan: Plan) -> Path:
     _check_current(config, plan)
     out = work_folder(config, plan) / "model"
     resuming = is_checkpoint(out)
-    if resuming:
-        model = load_model(out)
-    elif plan.parent is not None:
-        model = load_model(registry(config).pull(plan.parent))
-    else:
-        model = None
-    tokenizer = model.tokenizer if model else _train_tokenizer(config, plan)
-    cfg = _train_config(config, model, resuming)
+    parent = None if resuming or plan.parent is None else \
+        load_model(registry(config).pull(plan.parent))
+    # the model to continue: the work folder's checkpoint, or champion for an update
+    model = load_model(out) if resuming else parent if plan.kind == "update" else None
+    known = model or parent  # a retrain keeps champion's tokenizer
+    tokenizer = known.tokenizer if known else _train_tokenizer(config, plan)
+    cfg = _train_config(config, plan, known, resuming)
     data = _training_data(config, plan, tokenizer, cfg)
 
     if model is None:  # a new model
@@ -272,18 +314,21 @@ def _train_tokenizer(config: Config, plan: Plan) -> Tokenizer:
     return Tokenizer.train(documents, config.train.vocab_size)
 
 
-def _train_config(config: Config, parent, resuming: bool) -> TrainConfig:
-    """A new model trains as `[train]` says. An update keeps the lineage's windows, batch and
-    held-out split (so its losses compare with the parent's) and takes its step count and
-    re-warmed learning rates from `[continual]`."""
+def _train_config(config: Config, plan: Plan, known, resuming: bool) -> TrainConfig:
+    """A model from scratch trains as `[train]` says; a retrain too, but in champion's windows
+    and held-out split, so that their losses compare. An update keeps the lineage's settings
+    and takes its step count and re-warmed learning rates from `[continual]`."""
     local = {"threads": config.train.threads, "checkpoint_every": config.train.checkpoint_every}
-    if parent is None:
+    if known is None:
         return config.train
-    lineage = TrainConfig(**parent.state["train_config"])
+    lineage = TrainConfig(**known.state["train_config"])
     if resuming:  # the work folder's own settings: the step to reach is already in them
         return dataclasses.replace(lineage, **local)
+    if plan.kind == "retrain":
+        return dataclasses.replace(config.train, seq_len=lineage.seq_len,
+                                   val_fraction=lineage.val_fraction)
     c = config.continual
-    return dataclasses.replace(lineage, steps=parent.state["step"] + c.steps, lr=c.lr,
+    return dataclasses.replace(lineage, steps=known.state["step"] + c.steps, lr=c.lr,
                                min_lr=c.min_lr, warmup_steps=c.warmup_steps, **local)
 
 
@@ -293,13 +338,14 @@ def _tokens(config: Config, shards: list[dict], tokenizer, cfg: TrainConfig):
 
 
 def _training_data(config: Config, plan: Plan, tokenizer, cfg: TrainConfig) -> TokenData:
-    """The new shards' training tokens plus a replay sample of the old ones, so that
-    `replay_fraction` of the windows come from old data; validation on the new shards."""
-    new = _tokens(config, plan.new, tokenizer, cfg)
-    dtype = new[0].train.dtype
-    train_tokens = concat([t.train for t in new], dtype)
-    val_tokens = concat([t.val for t in new], dtype)
-    if plan.parent is not None and plan.old:
+    """The training tokens of the plan's shards and, for an update, a replay sample of the old
+    ones, so that `replay_fraction` of the windows come from old data; validation on the
+    plan's shards."""
+    learned = _tokens(config, plan.learned, tokenizer, cfg)
+    dtype = token_dtype(tokenizer.vocab_size)
+    train_tokens = concat([t.train for t in learned], dtype)
+    val_tokens = concat([t.val for t in learned], dtype)
+    if plan.kind == "update" and plan.old:
         fraction = config.continual.replay_fraction
         pool = concat([t.train for t in _tokens(config, plan.old, tokenizer, cfg)], dtype)
         wanted = round(len(train_tokens) * fraction / (1 - fraction))
@@ -308,8 +354,9 @@ def _training_data(config: Config, plan: Plan, tokenizer, cfg: TrainConfig) -> T
                  old_shards=len(plan.old))
         train_tokens = np.concatenate([train_tokens, replay])
     needed = cfg.seq_len + cfg.batch_size + 1
-    require_tokens(train_tokens, needed, f"the training tokens of {len(plan.new)} shard(s)")
-    require_tokens(val_tokens, needed, f"the held-out tokens of {len(plan.new)} new shard(s)")
+    count = len(plan.shard_paths)
+    require_tokens(train_tokens, needed, f"the training tokens of {count} shard(s)")
+    require_tokens(val_tokens, needed, f"the held-out tokens of {count} shard(s)")
     return TokenData(train=train_tokens, val=val_tokens)
 
 
@@ -339,11 +386,12 @@ def evaluate(config: Config, plan: Plan) -> Evaluation:
     dtype = token_dtype(child.tokenizer.vocab_size)
     new_val = concat([t.val for t in _tokens(config, plan.new, child.tokenizer, cfg)], dtype)
     old_val = concat([t.val for t in _tokens(config, plan.old, child.tokenizer, cfg)], dtype)
-    require_tokens(new_val, needed, f"the held-out tokens of {len(plan.new)} new shard(s)")
+    if plan.new:  # a retrain may have none
+        require_tokens(new_val, needed, f"the held-out tokens of {len(plan.new)} new shard(s)")
     has_old = len(old_val) >= needed
 
     def losses(model):
-        return (held_out_loss(model.params, model.config, new_val, cfg),
+        return (held_out_loss(model.params, model.config, new_val, cfg) if plan.new else None,
                 held_out_loss(model.params, model.config, old_val, cfg) if has_old else None)
 
     new_loss, old_loss = losses(child)
@@ -357,16 +405,22 @@ def evaluate(config: Config, plan: Plan) -> Evaluation:
     return result
 
 
-def gate(config: Config, plan: Plan, new_loss: float, old_loss: float | None,
+def gate(config: Config, plan: Plan, new_loss: float | None, old_loss: float | None,
          parent_new: float | None, parent_old: float | None) -> tuple[bool, str]:
     """Champion moves only when new-data loss improves on the parent's and old-data loss
-    worsens by at most `gate_tolerance`. A model from scratch has a tokenizer of its own, so
-    its losses do not compare with champion's: it becomes champion only when there is none."""
-    if plan.parent is None:
+    worsens by at most `gate_tolerance` (a retrain with no new shards must improve on the old).
+    A model from scratch has a tokenizer of its own, so its losses do not compare with
+    champion's: it becomes champion only when there is none."""
+    if plan.kind == "scratch":
         if registry(config).champion() is None:
             return True, "first version: no champion to compare with"
         return False, ("trained from scratch with its own tokenizer, so its losses do not "
                        "compare with champion's: promote it by hand with `cllm models promote`")
+    if new_loss is None:
+        if not old_loss < parent_old:
+            return False, (f"held-out loss {old_loss:.4f} does not improve on the parent's "
+                           f"{parent_old:.4f}")
+        return True, f"held-out loss {old_loss:.4f} < parent's {parent_old:.4f}"
     if not new_loss < parent_new:
         return False, (f"new-data loss {new_loss:.4f} does not improve on the parent's "
                        f"{parent_new:.4f}")
@@ -394,7 +448,8 @@ def register(config: Config, plan: Plan, evaluation: Evaluation) -> str:
     state, losses = model.state, model.metrics.get("step_losses", [])
     params = {**state["train_config"], **asdict(model.config), "parent_version": plan.parent or "",
               "new_shards": len(plan.new), "old_shards": len(plan.old),
-              "replay_fraction": config.continual.replay_fraction if plan.parent else 0.0}
+              "training": plan.kind,
+              "replay_fraction": config.continual.replay_fraction if plan.kind == "update" else 0.0}
     e = evaluation
     run_id, source = reg.log_training(
         out, params, losses, state["step"] - len(losses), model.metrics.get("history", []),
@@ -404,7 +459,7 @@ def register(config: Config, plan: Plan, evaluation: Evaluation) -> str:
     tags = {"parent_version": plan.parent or "", "shards": json.dumps(plan.shard_paths),
             "tokenizer_sha256": model.tokenizer.sha256, "tokens_seen": state["tokens_seen"],
             "val_loss_new": _fmt(e.val_loss_new), "val_loss_old": _fmt(e.val_loss_old),
-            "code_version": code_version(),
+            "code_version": code_version(), "training": plan.kind,
             "gate": f"{'passed' if e.passed else 'refused'}: {e.reason}"}
     version = reg.register(source, run_id, tags).version
     log.info("registered", model=config.model_name, version=version, parent=plan.parent,
@@ -420,8 +475,9 @@ def promote(config: Config, version: str) -> bool:
     passed = registered.tags.get("gate", "").startswith("passed")
     if passed:
         reg.set_champion(version)
-    with Catalog(config.home) as catalog:
-        catalog.mark_consumed([config.home / p for p in registered.shards], version)
+    with Catalog(config.home) as catalog:  # a retrain's older shards stay with their version
+        new = {_entry(config, s)["path"] for s in catalog.list_shards(state="new")}
+        catalog.mark_consumed([config.home / p for p in registered.shards if p in new], version)
     log.info("promote", version=version, champion=passed, gate=registered.tags.get("gate"))
     return passed
 
@@ -445,20 +501,39 @@ def code_version() -> str:
 # --- the whole flow --------------------------------------------------------------------------
 
 
+def plan_next(config: Config) -> Plan:
+    """The continuous flow's next training (the Airflow DAG's): an update of champion, or
+    version 1 from scratch while there is no champion."""
+    return plan(config) if registry(config).champion() else plan_from_scratch(config)
+
+
+def registered_for(config: Config, plan: Plan) -> str | None:
+    """The version already registered for the plan's parent and shards, if any: a model from
+    scratch or a retrain can meet the very same shards again."""
+    if not plan.shard_paths:
+        return None
+    found = registry(config).find(plan.parent or "", plan.shard_paths)
+    return found.version if found else None
+
+
+def finish(config: Config, plan: Plan, evaluation: Evaluation) -> tuple[str, bool]:
+    """Register and promote, then drop the plan's work folder: the version and whether
+    champion moved."""
+    version = register(config, plan, evaluation)
+    promoted = promote(config, version)
+    shutil.rmtree(work_folder(config, plan), ignore_errors=True)
+    return version, promoted
+
+
 def _run(config: Config, make_plan, wait: bool) -> Outcome:
     with update_lock(config, wait):
         planned = make_plan(config)
-        if not planned.new:
-            return Outcome(planned)
-        # only a model from scratch can meet its shards again: all of them, every time
-        done = registry(config).find(planned.parent or "", planned.shard_paths)
-        if done:
-            return Outcome(planned, version=done.version)
+        done = registered_for(config, planned)
+        if not planned.shard_paths or done:
+            return Outcome(planned, version=done)
         train(config, planned)
         evaluation = evaluate(config, planned)
-        version = register(config, planned, evaluation)
-        promoted = promote(config, version)
-        shutil.rmtree(work_folder(config, planned), ignore_errors=True)
+        version, promoted = finish(config, planned, evaluation)
         return Outcome(planned, evaluation, version, promoted)
 
 
@@ -472,3 +547,8 @@ def from_scratch(config: Config, wait: bool = True) -> Outcome:
     becomes champion. When a version was trained from scratch on these very shards, that one
     is the outcome (`evaluation` None) and nothing trains."""
     return _run(config, plan_from_scratch, wait)
+
+
+def retrain(config: Config, wait: bool = True) -> Outcome:
+    """`cllm train --retrain`: the consolidating retrain, promoted only through the gate."""
+    return _run(config, plan_retrain, wait)

@@ -114,13 +114,18 @@ def test_unreachable_registry_fails_fast(home):
     assert time.monotonic() - began < 60  # two commands, no minutes of retries
 
 
-def test_update_without_a_champion_and_from_scratch_without_shards(tmp_path):
+def test_update_or_retrain_without_a_champion_and_from_scratch_without_shards(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert fails(empty, "train", "--from-scratch").startswith(
         "cllm train: error: the shard catalog ")
     write_shard(empty, "crawl-1", documents("macbeth", limit=10))
     assert fails(empty, "update").startswith("cllm update: error: model cllm has no champion")
+    assert fails(empty, "train", "--retrain").startswith(
+        "cllm train: error: model cllm has no champion in the registry at ")
+    assert fails(empty, "train", "--retrain", "--from-scratch") == (
+        "cllm train: error: give either --from-scratch (a new tokenizer) or --retrain "
+        "(champion's tokenizer), not both")
 
 
 def test_bad_continual_settings(home):
