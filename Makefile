@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test airflow bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The real Airflow (standalone, SQLite) with the project's DAGs, and the MLflow UI, on
+# $$CLLM_HOME (default ./var; `make airflow CLLM_HOME=var/demo` after `make demo`).
+airflow: $(STAMP)
+	$(BIN)/python -m pipeline.airflow_local
 
 # The PyTorch reference for benchmarks (the CPU build on this machine's disk).
 bench: $(STAMP)

@@ -1,40 +1,122 @@
-"""`make demo`: train a small model on the shipped text with the real CLI, then generate.
+"""`make demo`: one full cycle of the pipeline through the real Airflow DAGs, on one machine.
 
-Everything goes under CLLM_HOME (default ./var); each run trains a new model version
-directory, so the demo can be run again and again.
+The embedded site (data/site) is served on 127.0.0.1; `airflow standalone` runs the project's
+DAGs on SQLite. Triggering `crawl` writes shards and updates the `cllm_shards` Asset, which
+starts `continuous_training`: version 1. New pages appear on the site (data/site-update); the
+next `crawl` finds them and the Asset starts the update: version 2, champion if its gate
+passes. Then `cllm models pull` and `cllm generate` from the registry, and a summary.
+
+Everything lives in `var/demo` (CLLM_HOME), started afresh on each run. Model and training
+settings come from the environment where set (the tests run the same path with a tiny model).
 """
 
+from __future__ import annotations
+
 import os
+import shutil
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from crawler.site import SITE, SITE_UPDATE, SiteServer
+from pipeline.airflow_local import ROOT, Standalone
+
 CLLM = str(Path(sys.executable).with_name("cllm"))
-PROMPTS = ["KING HENRY:", "To be, or not to be"]
+PROMPT = "KING HENRY:"
+# A small model that learns the site's few hundred kB in a minute or two on two cores; the
+# crawl skips the politeness delay against our own local server.
+SETTINGS = {"CLLM_MODEL_N_LAYER": "2", "CLLM_MODEL_N_HEAD": "4", "CLLM_MODEL_N_EMBD": "128",
+            "CLLM_TRAIN_SEQ_LEN": "64", "CLLM_TRAIN_BATCH_SIZE": "16",
+            "CLLM_TRAIN_VOCAB_SIZE": "1024", "CLLM_TRAIN_STEPS": "800", "CLLM_TRAIN_LR": "3e-3",
+            "CLLM_TRAIN_MIN_LR": "3e-4", "CLLM_TRAIN_WARMUP_STEPS": "30",
+            "CLLM_TRAIN_EVAL_EVERY": "200", "CLLM_TRAIN_THREADS": "1",
+            "CLLM_CONTINUAL_STEPS": "200", "CLLM_CONTINUAL_LR": "1.5e-3",
+            "CLLM_CRAWL_DELAY": "0", "CLLM_CRAWL_AUTOTHROTTLE": "false",
+            "CLLM_LOG_FORMAT": "json"}
+DAGS = ["crawl", "continuous_training", "nightly_retrain"]
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    print(f"\n$ cllm {' '.join(args)}", flush=True)
-    return subprocess.run([CLLM, *args], check=True, text=True, stdout=subprocess.PIPE)
+def step(number: int, text: str, started: float) -> None:
+    print(f"\n[{number}/6 {time.monotonic() - started:5.0f} s] {text}", flush=True)
+
+
+def cllm(*args: str, env: dict) -> str:
+    print(f"$ cllm {' '.join(args)}", flush=True)
+    return subprocess.run([CLLM, *args], env=env, check=True, text=True,
+                          stdout=subprocess.PIPE).stdout
+
+
+def crawl_and_learn(airflow: Standalone, runs_before: int) -> dict:
+    """Trigger `crawl`; its Asset event starts `continuous_training`: wait for both."""
+    run_id = airflow.trigger("crawl")
+    crawl = airflow.wait_run("crawl", run_id)
+    if crawl["state"] != "success":
+        raise RuntimeError(f"the crawl run {run_id} failed: see {airflow.url}")
+    training = airflow.wait_run("continuous_training", after=runs_before)
+    if training["state"] != "success":
+        raise RuntimeError(f"continuous_training {training['dag_run_id']} failed: see "
+                           f"{airflow.url}")
+    return training
+
+
+def summary(home: Path) -> None:
+    from pipeline.catalog import Catalog
+    from pipeline.registry import Registry
+
+    with Catalog(home) as catalog:
+        shards = catalog.list_shards()
+    print(f"documents: {sum(s.rows for s in shards)} in {len(shards)} shards "
+          f"({sum(s.bytes for s in shards):,} bytes) under {home / 'shards'}")
+    registry = Registry(home, "cllm")
+    for v in registry.versions():
+        aliases = ",".join(a for a, n in registry.aliases().items() if n == v.version)
+        print(f"version {v.version}{f' [{aliases}]' if aliases else ''}: parent "
+              f"{v.tags.get('parent_version') or '-'}, {len(v.shards)} shard(s), val loss new "
+              f"{v.tags.get('val_loss_new') or '-'}, old {v.tags.get('val_loss_old') or '-'}; "
+              f"gate {v.tags.get('gate', '-')}")
 
 
 def main() -> int:
-    home = Path(os.environ.get("CLLM_HOME", ROOT / "var"))
-    out = home / "demo" / datetime.now(timezone.utc).strftime("model-%Y%m%dT%H%M%SZ")
     started = time.monotonic()
-    trained = run("train", "--data", str(ROOT / "data" / "text" / "shakespeare"), "--out", str(out),
-                  "--steps", "300", "--n-layer", "4", "--n-head", "4", "--n-embd", "128",
-                  "--seq-len", "64", "--batch-size", "16", "--vocab-size", "1024", "--lr", "3e-3")
-    print(trained.stdout, end="")
-    for prompt in PROMPTS:
-        generated = run("generate", "--model", str(out), "--prompt", prompt, "--max-tokens", "80",
-                        "--seed", "1")
-        print(generated.stdout, end="")
-    print(f"\nDemo done in {time.monotonic() - started:.0f} s. The model version is {out}; try\n"
-          f"  .venv/bin/cllm generate --model {out} --interactive")
+    home = ROOT / "var" / "demo"
+    shutil.rmtree(home, ignore_errors=True)  # every run is the same full cycle
+    home.mkdir(parents=True)
+    site = SiteServer([SITE])
+    env = SETTINGS | dict(os.environ) | {
+        "CLLM_HOME": str(home), "CLLM_CRAWL_SEEDS": site.url, "PYTHONPATH": str(ROOT),
+        "CLLM_CRAWL_SCHEDULE": "", "CLLM_CONTINUAL_RETRAIN_SCHEDULE": ""}  # the demo triggers
+    airflow = Standalone(home, environ=env)
+    try:
+        step(1, f"the embedded site is served at {site.url}; starting Airflow (standalone: "
+             f"scheduler, DAG processor, triggerer, API server) at {airflow.url}; its log is "
+             f"{airflow.log_path}", started)
+        airflow.start()
+        airflow.wait_for_dags(DAGS)
+        step(2, "trigger `crawl`: its new shards update the Asset, which starts "
+             "`continuous_training`: version 1", started)
+        crawl_and_learn(airflow, runs_before=0)
+        step(3, "new pages appear on the site (data/site-update); trigger `crawl` again: the "
+             "Asset starts the update, version 2", started)
+        site.publish(SITE_UPDATE)
+        crawl_and_learn(airflow, runs_before=1)
+        step(4, "pull champion from the registry and generate from it", started)
+        print(cllm("models", "pull", "cllm@champion", "--dest", str(home / "champion"),
+                   env=env), end="")
+        sample = cllm("generate", "--model", "models:/cllm@champion", "--prompt", PROMPT,
+                      "--max-tokens", "80", "--seed", "1", env=env)
+        print(sample, end="")
+    finally:
+        airflow.stop()
+        site.close()
+    step(5, "summary", started)
+    summary(home)
+    step(6, f"done in {time.monotonic() - started:.0f} s. Open the UIs on this state with\n"
+         "  make airflow CLLM_HOME=var/demo\n"
+         "(Airflow's DAG runs and task logs; MLflow's runs, loss curves and model versions), "
+         "or generate more with\n"
+         "  CLLM_HOME=var/demo .venv/bin/cllm generate --model models:/cllm@champion "
+         "--interactive", started)
     return 0
 
 

@@ -1,0 +1,230 @@
+"""The real Airflow on one machine: `airflow standalone` (scheduler, DAG processor, triggerer,
+API server; LocalExecutor, SQLite in `$CLLM_HOME/airflow`) with the project's DAGs, driven
+through its REST API. `make demo` and the tests use it; `make airflow` runs it with the MLflow
+UI beside it until Ctrl-C:
+
+    .venv/bin/python -m pipeline.airflow_local [--port 8080] [--mlflow-port 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from engine.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+FINISHED = {"success", "failed"}
+
+
+def free_port(preferred: int) -> int:
+    """The preferred port when it is free on 127.0.0.1, else any free one."""
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise OSError("no free port on 127.0.0.1")
+
+
+def airflow_env(home: Path, port: int, environ: dict | None = None) -> dict:
+    """The environment of every Airflow process: its home under the pipeline's, the project's
+    DAGs (and this checkout's packages first on the path), no examples, DAGs active at once,
+    the API on 127.0.0.1 only."""
+    home = home.resolve()
+    return dict(environ if environ is not None else os.environ) | {
+        "CLLM_HOME": str(home),
+        "AIRFLOW_HOME": str(home / "airflow"),
+        "PYTHONPATH": str(ROOT),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # standalone runs `airflow`
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+    }
+
+
+class Standalone:
+    """`airflow standalone` in a process group of its own; `stop()` ends all of it."""
+
+    def __init__(self, home: Path, port: int = 8080, environ: dict | None = None):
+        self.home = home.resolve()
+        self.port = free_port(port)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = airflow_env(self.home, self.port, environ)
+        self.log_path = self.home / "airflow" / "standalone.log"
+        self.process: subprocess.Popen | None = None
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    def start(self, timeout: float = 300) -> Standalone:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=self.env, check=True,
+                       capture_output=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([str(BIN / "airflow"), "standalone"], env=self.env,
+                                            stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        self._wait_healthy(timeout)
+        self.login()
+        return self
+
+    def _wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"airflow standalone exited with {self.process.returncode}: "
+                                   f"see {self.log_path}")
+            try:
+                health = self.client.get("/api/v2/monitor/health").json()
+                if all(health.get(part, {}).get("status") == "healthy"
+                       for part in ("metadatabase", "scheduler", "dag_processor", "triggerer")):
+                    return
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(2)
+        raise TimeoutError(f"Airflow was not healthy within {timeout:.0f} s: see {self.log_path}")
+
+    @property
+    def password(self) -> str:
+        """The admin password that standalone generated (simple auth manager)."""
+        path = self.home / "airflow" / "simple_auth_manager_passwords.json.generated"
+        return json.loads(path.read_text())["admin"]
+
+    def login(self) -> None:
+        reply = self.client.post("/auth/token", json={"username": "admin",
+                                                      "password": self.password})
+        reply.raise_for_status()
+        self.client.headers["Authorization"] = f"Bearer {reply.json()['access_token']}"
+
+    def api(self, method: str, path: str, **kwargs) -> dict:
+        reply = self.client.request(method, f"/api/v2{path}", **kwargs)
+        reply.raise_for_status()
+        return reply.json()
+
+    def wait_for_dags(self, dag_ids: list[str], timeout: float = 180) -> None:
+        """Until the DAG processor has parsed them (an import error fails at once)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            errors = self.api("GET", "/importErrors")["import_errors"]
+            if errors:
+                raise RuntimeError(f"DAG import error in {errors[0]['filename']}: "
+                                   f"{errors[0]['stack_trace'].strip().splitlines()[-1]}")
+            known = {d["dag_id"] for d in self.api("GET", "/dags")["dags"]}
+            if set(dag_ids) <= known:
+                return
+            time.sleep(2)
+        raise TimeoutError(f"DAGs {dag_ids} were not parsed within {timeout:.0f} s")
+
+    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
+        run = self.api("POST", f"/dags/{dag_id}/dagRuns",
+                       json={"logical_date": None, "conf": conf or {}})
+        return run["dag_run_id"]
+
+    def runs(self, dag_id: str) -> list[dict]:
+        return self.api("GET", f"/dags/{dag_id}/dagRuns",
+                        params={"order_by": "run_after"})["dag_runs"]
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        """Task id: state, in the order the tasks started (not started last)."""
+        tasks = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        ordered = sorted(tasks["task_instances"], key=lambda t: t["start_date"] or "~")
+        return {t["task_id"]: t["state"] for t in ordered}
+
+    def wait_run(self, dag_id: str, run_id: str | None = None, after: int = 0,
+                 timeout: float = 900, show=print) -> dict:
+        """Until the run ends (or, without run_id, the first run of dag_id after the first
+        `after` ones, such as one the Asset starts); shows task states as they change."""
+        deadline, seen = time.monotonic() + timeout, {}
+        while time.monotonic() < deadline:
+            runs = self.runs(dag_id)
+            run = next((r for r in runs if r["dag_run_id"] == run_id), None) if run_id \
+                else (runs[after] if len(runs) > after else None)
+            if run is not None:
+                for task, state in self.task_states(dag_id, run["dag_run_id"]).items():
+                    if state and seen.get(task) != state:
+                        seen[task] = state
+                        show(f"  {dag_id}.{task}: {state}")
+                if run["state"] in FINISHED:
+                    return run
+            time.sleep(2)
+        raise TimeoutError(f"no finished run of {dag_id} within {timeout:.0f} s: see the "
+                           f"task logs under {self.home / 'airflow' / 'logs'}")
+
+    def stop(self) -> None:
+        """End standalone and every process it started (they share its process group)."""
+        self.client.close()
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        try:  # children that outlive the parent still hold the group
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def mlflow_ui(home: Path, port: int) -> subprocess.Popen:
+    """The MLflow UI on the registry of the home, on 127.0.0.1."""
+    return subprocess.Popen([str(BIN / "mlflow"), "ui", "--host", "127.0.0.1", "--port",
+                             str(port), "--backend-store-uri",
+                             f"sqlite:///{(home / 'mlflow.db').resolve()}"],
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def main() -> int:
+    """`make airflow`: Airflow and the MLflow UI on the pipeline's home until Ctrl-C."""
+    from pipeline.config import load_config
+
+    parser = argparse.ArgumentParser(description="the real Airflow and the MLflow UI, locally")
+    parser.add_argument("--port", type=int, default=8080, help="Airflow's (default 8080)")
+    parser.add_argument("--mlflow-port", type=int, default=5000, help="MLflow's (default 5000)")
+    args = parser.parse_args()
+    try:
+        home = load_config().home
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    airflow = Standalone(home, args.port)
+    mlflow_port = free_port(args.mlflow_port)
+    print(f"starting Airflow on {home / 'airflow'} (log: {airflow.log_path}) ...", flush=True)
+    mlflow = mlflow_ui(home, mlflow_port)
+    try:
+        airflow.start()
+        airflow.wait_for_dags(["crawl", "continuous_training", "nightly_retrain"])
+        print(f"Airflow:  {airflow.url}  (login: admin / {airflow.password})\n"
+              f"MLflow:   http://127.0.0.1:{mlflow_port}\n"
+              f"DAGs crawl, continuous_training and nightly_retrain are active on CLLM_HOME "
+              f"{home}.\nCtrl-C stops both.", flush=True)
+        airflow.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        airflow.stop()
+        os.killpg(mlflow.pid, signal.SIGTERM)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

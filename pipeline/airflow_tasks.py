@@ -1,0 +1,183 @@
+"""The Airflow side of the pipeline: the shards Asset and the tasks that the DAGs in dags/ wire.
+
+Each task is a call into the library, the same call the CLI makes. This module adds what
+Airflow needs: task settings (retries, timeouts), values that fit in an XCom, and the mapping
+of errors. A `UserError` (bad seeds, a stale plan, an unusable shard) fails the task at once
+with its one line, since a retry would only meet it again; anything else (a killed worker, a
+full disk) is retried, and every step resumes where it stopped. Training steps hold the update
+lock, so a `cllm update` by hand and a DAG run never work at the same time.
+
+Only light modules are imported at the top: the DAG files import this one while Airflow
+parses them, and the heavy work (numpy, Scrapy, MLflow) loads in the task that needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+from airflow.sdk import Asset, Metadata, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from engine.errors import UserError
+from pipeline.config import Config, load_config
+
+# The crawl may run for hours; a task killed by its timeout leaves a paused crawl that the
+# retry resumes. A training step resumes its checkpoint.
+CRAWL = {"retries": 2, "retry_delay": timedelta(minutes=5),
+         "execution_timeout": timedelta(hours=12)}
+QUICK = {"retries": 2, "retry_delay": timedelta(minutes=1),
+         "execution_timeout": timedelta(minutes=30)}
+TRAIN = {"retries": 2, "retry_delay": timedelta(minutes=2),
+         "execution_timeout": timedelta(hours=12)}
+
+
+def settings() -> Config:
+    """The configuration, read when a DAG file is parsed: `CLLM_CONFIG` or ./cllm.toml, then
+    `CLLM_*` variables (the schedules are `[crawl] schedule` and `[continual]
+    retrain_schedule`)."""
+    return load_config()
+
+
+def schedule(value: str) -> str | None:
+    """A schedule setting: a cron expression or preset; "" (or "none") runs only when
+    triggered."""
+    return None if value.strip().lower() in ("", "none") else value.strip()
+
+
+def shards_asset(config: Config) -> Asset:
+    """New shards in the catalog of this home: the crawl updates it, continuous training
+    runs on it."""
+    return Asset(name="cllm_shards", uri=f"file://{(config.home / 'shards').resolve()}")
+
+
+@contextmanager
+def user_errors_fail() -> Iterator[None]:
+    try:
+        yield
+    except UserError as e:
+        raise AirflowFailException(str(e)) from None
+
+
+# --- crawl -----------------------------------------------------------------------------------
+
+
+def run_crawl(config: Config, seeds: list[str], max_pages: int = 0, max_depth: int = 0,
+              allowed_domains: list[str] | None = None) -> dict:
+    """`cllm crawl --json` in a subprocess (Scrapy's reactor runs once per process); its log
+    goes to this process's stderr as it comes. Returns the crawl report. An unfinished crawl of
+    the same seeds (a killed or timed-out try) is resumed."""
+    seeds = seeds or [s.strip() for s in config.crawl.seeds.split(",") if s.strip()]
+    if not seeds:
+        raise UserError("no seeds: give the DAG param seeds, or set seeds in [crawl] "
+                        "(CLLM_CRAWL_SEEDS)")
+    command = [sys.executable, "-m", "pipeline.cli", "crawl", "--json", "--seeds", *seeds,
+               "--max-pages", str(max_pages), "--max-depth", str(max_depth)]
+    if allowed_domains:
+        command += ["--allowed-domains", *allowed_domains]
+    env = os.environ | {"CLLM_HOME": str(config.home.resolve())}
+    with tempfile.TemporaryFile("w+") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.PIPE, text=True,
+                                   env=env)
+        last = ""
+        for line in process.stderr:
+            sys.stderr.write(line)
+            last = line.strip() or last
+        code = process.wait()
+        out.seek(0)
+        report = out.read()
+    if code == 2:  # the CLI's one line, "cllm crawl: error: ..."
+        raise UserError(last.partition("error: ")[2] or last)
+    if code != 0:
+        raise RuntimeError(f"cllm crawl exited with {code}: {last}")
+    return json.loads(report)
+
+
+def shards_event(report: dict) -> dict:
+    """The Asset event's metadata: which shards the crawl wrote and how many documents."""
+    return {"crawl_id": report["crawl_id"], "documents": report["docs_written"],
+            "shards": [{"path": s["path"], "rows": s["rows"]} for s in report["shards"]]}
+
+
+def crawl_tasks(config: Config) -> None:
+    """run_crawl >> announce_shards, in the DAG being defined."""
+    asset = shards_asset(config)
+
+    @task(**CRAWL)
+    def crawl() -> dict:
+        params = get_current_context()["params"]
+        with user_errors_fail():
+            report = run_crawl(config, list(params["seeds"]), params["max_pages"],
+                               params["max_depth"], list(params["allowed_domains"]))
+        if report["finish_reason"] == "shutdown":
+            raise RuntimeError(f"crawl {report['crawl_id']} was stopped: the retry resumes it")
+        return report
+
+    @task(outlets=[asset], **QUICK)
+    def announce_shards(report: dict):
+        """The Asset event, only when the crawl wrote shards."""
+        if not report["shards"]:
+            raise AirflowSkipException(f"crawl {report['crawl_id']} wrote no new shards")
+        yield Metadata(asset, shards_event(report))
+
+    announce_shards(crawl())
+
+
+# --- training --------------------------------------------------------------------------------
+
+
+def training_tasks(config: Config, kind: str) -> None:
+    """plan >> train >> evaluate >> register_and_promote, in the DAG being defined. `kind` is
+    "update" (champion continued on the new shards; version 1 from scratch while there is no
+    champion) or "retrain" (the nightly consolidating retrain). Nothing to do: `plan` returns
+    nothing, the other tasks are skipped and the run ends green. The plan travels by XCom."""
+
+    @task.short_circuit(**QUICK)
+    def plan() -> dict:
+        from pipeline import continual
+
+        make_plan = continual.plan_retrain if kind == "retrain" else continual.plan_next
+        with user_errors_fail(), continual.update_lock(config):
+            planned = make_plan(config)
+            done = continual.registered_for(config, planned)
+        if done or not planned.shard_paths:
+            reason = f"version {done} was trained on these shards" if done else \
+                "no new shards" if kind == "update" else \
+                "champion, or a retrain against it, already covers every shard"
+            print(f"nothing to do: {reason}")
+            return {}
+        return planned.to_dict()
+
+    @task(**TRAIN)
+    def train(planned: dict) -> None:
+        from pipeline import continual
+
+        with user_errors_fail(), continual.update_lock(config):
+            continual.train(config, continual.Plan.from_dict(planned))
+
+    @task(**QUICK)
+    def evaluate(planned: dict) -> dict:
+        from pipeline import continual
+
+        with user_errors_fail(), continual.update_lock(config):
+            return continual.evaluate(config, continual.Plan.from_dict(planned)).to_dict()
+
+    @task(**QUICK)
+    def register_and_promote(planned: dict, evaluation: dict) -> dict:
+        from pipeline import continual
+
+        with user_errors_fail(), continual.update_lock(config):
+            version, promoted = continual.finish(config, continual.Plan.from_dict(planned),
+                                                 continual.Evaluation.from_dict(evaluation))
+        return {"version": version, "promoted": promoted, **evaluation}
+
+    planned = plan()
+    evaluation = evaluate(planned)
+    train(planned) >> evaluation
+    register_and_promote(planned, evaluation)

@@ -1,0 +1,164 @@
+"""The Airflow DAGs: they parse cleanly and lightly, and each runs with `dag.test()` against
+the local site and a temporary CLLM_HOME; the shards, catalog and registry they leave are
+checked. (The real scheduler runs them in tests/test_demo.py.)"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from continual_kit import TINY, shard_states
+from crawlkit import FAST, SITE, SITE_UPDATE, SiteServer
+
+from conftest import ROOT
+from pipeline.airflow_local import airflow_env
+from pipeline.registry import Registry
+
+DAGS = {"crawl", "continuous_training", "nightly_retrain"}
+HEAVY = ["numpy", "scrapy", "mlflow", "numba", "pyarrow", "tokenizers", "torch"]
+
+
+def env_for(home: Path, extra: dict | None = None) -> dict:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CLLM_", "AIRFLOW"))}
+    return airflow_env(home, 8080, base | TINY | FAST | (extra or {}))
+
+
+def migrate(env: dict) -> None:
+    subprocess.run([Path(sys.executable).with_name("airflow"), "db", "migrate"], env=env,
+                   check=True, capture_output=True, timeout=300)
+
+
+def dag_test(env: dict, *runs: str) -> tuple[list[dict], str]:
+    """`dag.test()` of each DAG_ID[=CONF] in one subprocess: what each run did, and the log."""
+    result = subprocess.run([sys.executable, ROOT / "tests" / "dagtest.py", *runs], env=env,
+                            capture_output=True, text=True, timeout=600)
+    lines = [json.loads(line[len("RESULT "):]) for line in result.stdout.splitlines()
+             if line.startswith("RESULT ")]
+    assert result.returncode == 0 and len(lines) == len(runs), result.stderr[-5000:]
+    return lines, result.stdout + result.stderr
+
+
+def states(run: dict) -> dict[str, str]:
+    return {task: ti["state"] for task, ti in run["tasks"].items()}
+
+
+def test_dag_files_parse_cleanly_without_heavy_imports(tmp_path):
+    """Every file in dags/ imports with no errors and loads none of the heavy modules (numpy,
+    Scrapy, MLflow, ...) at parse time; schedules, params and task settings are as documented
+    and follow the configuration."""
+    script = f"""
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder={str(ROOT / "dags")!r})
+print(json.dumps({{
+    "errors": {{k: str(v) for k, v in bag.import_errors.items()}},
+    "heavy": [m for m in {HEAVY!r} if m in sys.modules],
+    "dags": {{d.dag_id: {{"schedule": str(d.schedule), "max_active_runs": d.max_active_runs,
+        "params": sorted(d.params), "tasks": {{t.task_id: [t.retries, str(t.execution_timeout)]
+                                             for t in d.tasks}}}} for d in bag.dags.values()}},
+}}))
+"""
+
+    def parse(extra=None) -> dict:
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                env=env_for(tmp_path / "home", extra), timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads(result.stdout.splitlines()[-1])
+
+    parsed = parse()
+    assert parsed["errors"] == {}
+    assert parsed["heavy"] == []
+    dags = parsed["dags"]
+    assert set(dags) == DAGS
+    assert dags["crawl"]["schedule"] == "@daily"
+    assert dags["nightly_retrain"]["schedule"] == "0 2 * * *"
+    assert "cllm_shards" in dags["continuous_training"]["schedule"]
+    assert all(d["max_active_runs"] == 1 for d in dags.values())
+    assert dags["crawl"]["params"] == ["allowed_domains", "max_depth", "max_pages", "seeds"]
+    assert set(dags["continuous_training"]["tasks"]) == {"plan", "train", "evaluate",
+                                                         "register_and_promote"}
+    for d in dags.values():  # every task retries and has a time limit
+        assert all(retries >= 1 and timeout != "None" for retries, timeout in d["tasks"].values())
+
+    custom = parse({"CLLM_CRAWL_SCHEDULE": "", "CLLM_CONTINUAL_RETRAIN_SCHEDULE": "30 3 * * 1"})
+    assert custom["dags"]["crawl"]["schedule"] == "None"
+    assert custom["dags"]["nightly_retrain"]["schedule"] == "30 3 * * 1"
+
+
+def relative(home: Path, shards: list[dict]) -> set[str]:
+    return {Path(s["path"]).resolve().relative_to(home.resolve()).as_posix() for s in shards}
+
+
+@pytest.mark.slow
+def test_crawl_training_and_nightly_retrain_with_dag_test(tmp_path):
+    """crawl -> continuous_training (version 1) -> continuous_training again (nothing new: ends
+    early and green) -> nightly_retrain (nothing to do); new pages -> crawl -> continuous_training
+    (version 2, an update of 1) -> nightly_retrain (version 3, anew on every shard, through the
+    gate)."""
+    home = tmp_path / "home"
+    server = SiteServer([SITE])
+    env = env_for(home, {"CLLM_CRAWL_SEEDS": server.url})
+    migrate(env)
+    try:
+        (crawl, first, again, nightly), _ = dag_test(env, "crawl", "continuous_training",
+                                                     "continuous_training", "nightly_retrain")
+        server.publish(SITE_UPDATE)
+        (crawl2, update, retrain), _ = dag_test(env, "crawl", "continuous_training",
+                                                "nightly_retrain")
+    finally:
+        server.close()
+    registry = Registry(home, "cllm")
+    v1, v2, v3 = registry.versions()
+    shard_state = shard_states(home)
+
+    # the crawl wrote a shard and announced it, with its rows, on the Asset
+    assert crawl["state"] == "success" and states(crawl) == {"crawl": "success",
+                                                             "announce_shards": "success"}
+    (event,) = crawl["events"]
+    assert event["documents"] > 20 and event["shards"][0]["rows"] == event["documents"]
+    assert relative(home, event["shards"]) == set(v1.shards)
+
+    # continuous training: version 1 from scratch (no champion yet), shards consumed
+    assert first["state"] == "success" and set(states(first).values()) == {"success"}
+    assert v1.tags["training"] == "scratch" and v1.tags["parent_version"] == ""
+    assert {shard_state[p] for p in v1.shards} == {("consumed", "1")}
+
+    # nothing new: plan ends the run early and green, the rest is skipped
+    for idle in (again, nightly):
+        assert idle["state"] == "success"
+        assert states(idle) == {"plan": "success", "train": "skipped", "evaluate": "skipped",
+                                "register_and_promote": "skipped"}
+
+    # the new pages: a new shard, an update of version 1 on it
+    assert states(crawl2)["announce_shards"] == "success"
+    assert relative(home, crawl2["events"][0]["shards"]) == set(v2.shards)
+    assert update["state"] == "success"
+    assert v2.tags["parent_version"] == "1" and v2.tags["training"] == "update"
+    assert v2.tags["gate"].startswith("passed")
+    assert {shard_state[p] for p in v2.shards} == {("consumed", "2")}
+
+    # the nightly retrain: a new model on every shard, compared with champion (2) by the gate
+    assert retrain["state"] == "success"
+    assert v3.tags["training"] == "retrain" and v3.tags["parent_version"] == "2"
+    assert set(v3.shards) == set(v1.shards) | set(v2.shards)
+    assert v3.tags["tokenizer_sha256"] == v2.tags["tokenizer_sha256"]
+    champion = "3" if v3.tags["gate"].startswith("passed") else "2"
+    assert registry.champion() == champion, v3.tags["gate"]
+
+
+@pytest.mark.slow
+def test_crawl_with_bad_seeds_fails_at_once_and_announces_nothing(tmp_path):
+    """A user error fails the task on its first try (no retries) with its one line in the task
+    log; no shard, no Asset event, so no training starts."""
+    home = tmp_path / "home"
+    env = env_for(home)
+    migrate(env)
+    (run,), log = dag_test(env, 'crawl={"seeds": ["not-a-url"]}')
+    assert run["state"] == "failed"
+    assert run["tasks"]["crawl"] == {"state": "failed", "try_number": 1}
+    assert run["events"] == []
+    assert not list(home.glob("shards/*/*.parquet"))
+    assert "AirflowFailException: seed 'not-a-url' is neither an http(s) URL nor an existing " \
+        "file" in log
