@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 # The real Airflow (standalone, SQLite) with the project's DAGs, and the MLflow UI, on
-# $$CLLM_HOME (default ./var; `make airflow CLLM_HOME=var/demo` after `make demo`).
+# $$CLLM_HOME (default ./var; `make airflow CLLM_CONFIG=var/demo/cllm.toml` after `make demo`).
 airflow: $(STAMP)
 	$(BIN)/python -m pipeline.airflow_local
 

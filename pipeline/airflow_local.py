@@ -184,6 +184,15 @@ class Standalone:
             pass
 
 
+def exit_on_signals() -> None:
+    """Ctrl-C, SIGTERM and a closed terminal all end this process through its `finally`
+    blocks, which stop what it started (Airflow runs in a session of its own, so the signal
+    does not reach it). SIGINT is restored too: a background job may have it ignored."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
+
+
 def mlflow_ui(home: Path, port: int) -> subprocess.Popen:
     """The MLflow UI on the registry of the home, on 127.0.0.1."""
     return subprocess.Popen([str(BIN / "mlflow"), "ui", "--host", "127.0.0.1", "--port",
@@ -206,6 +215,7 @@ def main() -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    exit_on_signals()
     airflow = Standalone(home, args.port)
     mlflow_port = free_port(args.mlflow_port)
     print(f"starting Airflow on {home / 'airflow'} (log: {airflow.log_path}) ...", flush=True)
@@ -223,6 +233,7 @@ def main() -> int:
     finally:
         airflow.stop()
         os.killpg(mlflow.pid, signal.SIGTERM)
+        mlflow.wait()
     return 0
 
 

@@ -6,8 +6,9 @@ starts `continuous_training`: version 1. New pages appear on the site (data/site
 next `crawl` finds them and the Asset starts the update: version 2, champion if its gate
 passes. Then `cllm models pull` and `cllm generate` from the registry, and a summary.
 
-Everything lives in `var/demo` (CLLM_HOME), started afresh on each run. Model and training
-settings come from the environment where set (the tests run the same path with a tiny model).
+Everything lives in `var/demo` (CLLM_HOME), started afresh on each run, with the demo's
+settings in `var/demo/cllm.toml` for `make airflow` and `cllm` afterwards. `CLLM_*` variables
+override them (the tests run the same path with a tiny model).
 """
 
 from __future__ import annotations
@@ -20,20 +21,42 @@ import time
 from pathlib import Path
 
 from crawler.site import SITE, SITE_UPDATE, SiteServer
-from pipeline.airflow_local import ROOT, Standalone
+from pipeline.airflow_local import ROOT, Standalone, exit_on_signals
 
 CLLM = str(Path(sys.executable).with_name("cllm"))
 PROMPT = "KING HENRY:"
-# A small model that learns the site's few hundred kB in a minute or two on two cores; the
-# crawl skips the politeness delay against our own local server.
-SETTINGS = {"CLLM_MODEL_N_LAYER": "2", "CLLM_MODEL_N_HEAD": "4", "CLLM_MODEL_N_EMBD": "128",
-            "CLLM_TRAIN_SEQ_LEN": "64", "CLLM_TRAIN_BATCH_SIZE": "16",
-            "CLLM_TRAIN_VOCAB_SIZE": "1024", "CLLM_TRAIN_STEPS": "800", "CLLM_TRAIN_LR": "3e-3",
-            "CLLM_TRAIN_MIN_LR": "3e-4", "CLLM_TRAIN_WARMUP_STEPS": "30",
-            "CLLM_TRAIN_EVAL_EVERY": "200", "CLLM_TRAIN_THREADS": "1",
-            "CLLM_CONTINUAL_STEPS": "200", "CLLM_CONTINUAL_LR": "1.5e-3",
-            "CLLM_CRAWL_DELAY": "0", "CLLM_CRAWL_AUTOTHROTTLE": "false",
-            "CLLM_LOG_FORMAT": "json"}
+# A small model that learns the site's few hundred kB in a minute or two on two cores.
+CONFIG = """\
+# Written by `make demo`: its settings, for `make airflow CLLM_CONFIG=var/demo/cllm.toml` and
+# `cllm` on the demo's state afterwards.
+home = "{home}"
+
+[model]
+n_layer = 2
+n_head = 4
+n_embd = 128
+
+[train]
+seq_len = 64
+batch_size = 16
+vocab_size = 1024
+steps = 800
+lr = 3e-3
+min_lr = 3e-4
+warmup_steps = 30
+eval_every = 200
+threads = 1
+
+[continual]
+steps = 200
+lr = 1.5e-3
+retrain_schedule = ""  # the demo triggers its runs: nothing starts by itself
+
+[crawl]
+schedule = ""
+delay = 0.0  # our own server on 127.0.0.1: no politeness delay
+autothrottle = false
+"""
 DAGS = ["crawl", "continuous_training", "nightly_retrain"]
 
 
@@ -78,14 +101,17 @@ def summary(home: Path) -> None:
 
 
 def main() -> int:
+    exit_on_signals()
     started = time.monotonic()
     home = ROOT / "var" / "demo"
     shutil.rmtree(home, ignore_errors=True)  # every run is the same full cycle
     home.mkdir(parents=True)
+    config = home / "cllm.toml"
+    config.write_text(CONFIG.format(home=home))
     site = SiteServer([SITE])
-    env = SETTINGS | dict(os.environ) | {
-        "CLLM_HOME": str(home), "CLLM_CRAWL_SEEDS": site.url, "PYTHONPATH": str(ROOT),
-        "CLLM_CRAWL_SCHEDULE": "", "CLLM_CONTINUAL_RETRAIN_SCHEDULE": ""}  # the demo triggers
+    env = dict(os.environ) | {
+        "CLLM_CONFIG": str(config), "CLLM_HOME": str(home), "CLLM_CRAWL_SEEDS": site.url,
+        "PYTHONPATH": str(ROOT), "CLLM_CRAWL_SCHEDULE": "", "CLLM_CONTINUAL_RETRAIN_SCHEDULE": ""}
     airflow = Standalone(home, environ=env)
     try:
         step(1, f"the embedded site is served at {site.url}; starting Airflow (standalone: "
@@ -112,11 +138,11 @@ def main() -> int:
     step(5, "summary", started)
     summary(home)
     step(6, f"done in {time.monotonic() - started:.0f} s. Open the UIs on this state with\n"
-         "  make airflow CLLM_HOME=var/demo\n"
+         "  make airflow CLLM_CONFIG=var/demo/cllm.toml\n"
          "(Airflow's DAG runs and task logs; MLflow's runs, loss curves and model versions), "
          "or generate more with\n"
-         "  CLLM_HOME=var/demo .venv/bin/cllm generate --model models:/cllm@champion "
-         "--interactive", started)
+         "  CLLM_CONFIG=var/demo/cllm.toml .venv/bin/cllm generate --model "
+         "models:/cllm@champion --interactive", started)
     return 0
 
 

@@ -63,7 +63,7 @@ def test_make_demo_from_a_fresh_copy_on_the_real_scheduler(tmp_path):
     assert re.search(r"documents: \d+ in 2 shards", out)
     assert "version 2 [champion]: parent 1, 1 shard(s)" in out
     assert "pulled to" in out and "KING HENRY:" in out
-    assert "make airflow CLLM_HOME=var/demo" in out
+    assert "make airflow CLLM_CONFIG=var/demo/cllm.toml" in out
 
     # everything it started is stopped: no process of its Airflow, nothing on its port
     assert processes_with(f"AIRFLOW_HOME={home / 'airflow'}") == []
