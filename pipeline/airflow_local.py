@@ -148,9 +148,11 @@ class Standalone:
         return {t["task_id"]: t["state"] for t in ordered}
 
     def wait_run(self, dag_id: str, run_id: str | None = None, after: int = 0,
-                 timeout: float = 900, show=print) -> dict:
+                 timeout: float = 900, show=None, watch=None) -> dict:
         """Until the run ends (or, without run_id, the first run of dag_id after the first
-        `after` ones, such as one the Asset starts); shows task states as they change."""
+        `after` ones, such as one the Asset starts); shows task states as they change, and
+        calls `watch()`, if given, at every look."""
+        show = show or (lambda line: print(line, flush=True))
         deadline, seen = time.monotonic() + timeout, {}
         while time.monotonic() < deadline:
             runs = self.runs(dag_id)
@@ -163,6 +165,8 @@ class Standalone:
                         show(f"  {dag_id}.{task}: {state}")
                 if run["state"] in FINISHED:
                     return run
+            if watch is not None:
+                watch()
             time.sleep(2)
         raise TimeoutError(f"no finished run of {dag_id} within {timeout:.0f} s: see the "
                            f"task logs under {self.home / 'airflow' / 'logs'}")

@@ -70,13 +70,37 @@ def cllm(*args: str, env: dict) -> str:
                           stdout=subprocess.PIPE).stdout
 
 
+class TrainingWatch:
+    """A line at most every 10 s from the live-progress file of the training under way (the
+    one the web application's Training tab reads)."""
+
+    def __init__(self, home: Path):
+        self.home, self.last = home, 0.0
+
+    def __call__(self) -> None:
+        from app.data import read_progress
+
+        files = sorted((self.home / "work").glob("*/*.progress.jsonl"),
+                       key=lambda path: path.stat().st_mtime)
+        if not files or time.monotonic() - self.last < 10:
+            return
+        progress = read_progress(files[-1])
+        if progress["status"] != "running" or not progress["train"]:
+            return
+        self.last = time.monotonic()
+        print(f"    step {progress['step']} of {progress['steps']}, loss "
+              f"{progress['train'][-1][1]:.3f}, {progress['tokens_per_s'] or 0:,.0f} tokens/s, "
+              f"about {progress['eta_s'] or 0:.0f} s to go", flush=True)
+
+
 def crawl_and_learn(airflow: Standalone, runs_before: int) -> dict:
     """Trigger `crawl`; its Asset event starts `continuous_training`: wait for both."""
     run_id = airflow.trigger("crawl")
     crawl = airflow.wait_run("crawl", run_id)
     if crawl["state"] != "success":
         raise RuntimeError(f"the crawl run {run_id} failed: see {airflow.url}")
-    training = airflow.wait_run("continuous_training", after=runs_before)
+    training = airflow.wait_run("continuous_training", after=runs_before,
+                                watch=TrainingWatch(airflow.home))
     if training["state"] != "success":
         raise RuntimeError(f"continuous_training {training['dag_run_id']} failed: see "
                            f"{airflow.url}")
