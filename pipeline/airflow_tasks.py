@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -86,10 +87,15 @@ def run_crawl(config: Config, seeds: list[str], max_pages: int = 0, max_depth: i
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.PIPE, text=True,
                                    env=env)
         last = ""
-        for line in process.stderr:
-            sys.stderr.write(line)
-            last = line.strip() or last
-        code = process.wait()
+        try:
+            for line in process.stderr:
+                sys.stderr.write(line)
+                last = line.strip() or last
+            code = process.wait()
+        except BaseException:  # the task's timeout, or the task being stopped
+            process.send_signal(signal.SIGINT)  # the crawl pauses: the retry resumes it
+            process.wait()
+            raise
         out.seek(0)
         report = out.read()
     if code == 2:  # the CLI's one line, "cllm crawl: error: ..."

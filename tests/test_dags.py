@@ -2,8 +2,10 @@
 the local site and a temporary CLLM_HOME; the shards, catalog and registry they leave are
 checked. (The real scheduler runs them in tests/test_demo.py.)"""
 
+import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +164,38 @@ def test_crawl_with_bad_seeds_fails_at_once_and_announces_nothing(tmp_path):
     assert not list(home.glob("shards/*/*.parquet"))
     assert "AirflowFailException: seed 'not-a-url' is neither an http(s) URL nor an existing " \
         "file" in log
+
+
+class TaskTimeout(Exception):
+    """What Airflow raises in a task that runs past its execution_timeout."""
+
+
+@pytest.mark.slow
+def test_a_crawl_task_stopped_midway_leaves_a_paused_crawl_for_the_retry(tmp_path):
+    """The crawl task's subprocess is paused (not orphaned, not killed) when the task is
+    stopped, so the crawl lock is free and the retry resumes the same crawl."""
+    from pipeline.airflow_tasks import run_crawl
+    from pipeline.config import load_config
+
+    home = tmp_path / "home"
+    server = SiteServer([SITE])
+    config = load_config(environ=FAST | {"CLLM_HOME": str(home), "CLLM_CRAWL_DELAY": "0.3",
+                                        "CLLM_CRAWL_EXTRACT_WORKERS": "0"})
+
+    def stop(signum, frame):
+        raise TaskTimeout
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(4)  # the crawl of about 70 pages takes over 20 s at this delay
+    try:
+        with pytest.raises(TaskTimeout):
+            run_crawl(config, [server.url])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        server.close()
+    (job,) = [json.loads(p.read_text()) for p in home.glob("crawl/jobs/*/job.json")]
+    assert job["status"] == "paused"
+    lock = home / "crawl" / "lock"
+    with open(lock) as f:  # nothing holds the crawl lock any more
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
