@@ -68,7 +68,7 @@ def _thin(points: list, limit: int = MAX_POINTS) -> list:
 
 def read_progress(path: Path) -> dict:
     """A training's live-progress file (engine/progress.py `ProgressFile`) as the tab shows it."""
-    train, evals, start, last, end = [], [], {}, {}, None
+    train, evals, start, last, end, registered = [], [], {}, {}, None, None
     with open(path, encoding="utf-8") as f:
         for line in f:
             try:
@@ -85,13 +85,19 @@ def read_progress(path: Path) -> dict:
                 evals.append([record["step"], record["train_loss"], record["val_loss"]])
             elif event == "end":
                 end = record
-    if end is not None:
+            elif event == "registered":
+                registered = record
+    if registered is not None:
+        status = "registered"
+        message = "champion" if registered["promoted"] else "gate refused: champion stays"
+    elif end is not None:
         status, message = end["status"], end.get("message", "")
     elif start and _alive(start["pid"]):
         status, message = "running", ""
     else:
         status, message = "killed", "the trainer ended without a final record (killed?)"
-    return {"source": "progress", "name": path.parent.name, "status": status,
+    name = registered["version"] if registered else path.parent.name
+    return {"source": "progress", "name": name, "status": status,
             "message": message, "step": last.get("step", start.get("step", 0)),
             "steps": start.get("steps"), "workers": start.get("workers", 1),
             "tokens_per_s": last.get("tokens_per_s"),
@@ -122,10 +128,11 @@ class Pipeline:
         self.lock = threading.Lock()
 
     def training(self) -> dict | None:
-        """The running or most recent training: the newest progress file in the work folders
-        of `cllm update` / `--from-scratch`; once a finished run's folder is gone, the run
-        of the newest registered version, from the registry."""
-        files = sorted((self.home / "work").glob("*/*.progress.jsonl"),
+        """The running or most recent training: the newest progress file, in the work folders
+        of `cllm update` / `--from-scratch` or, once registered, kept under `training/`;
+        without one, the run of the newest registered version, from the registry."""
+        files = sorted([*(self.home / "work").glob("*/*.progress.jsonl"),
+                        *(self.home / "training").glob("*/*.progress.jsonl")],
                        key=lambda p: p.stat().st_mtime)
         if files:
             return read_progress(files[-1])

@@ -70,6 +70,8 @@ class ProgressFile:
                (each rank's share of the step computing/waiting/reducing, as in the logs)
         eval   step, train_loss, val_loss
         end    step, status (finished, stopped, failed), message
+        registered  version (name/number), promoted: added by the continuous-learning step
+               that registered the model (pipeline/continual.py), which keeps the file
 
     A new model starts the file afresh; a resumed one appends to it. Only the root writes.
     """
@@ -88,6 +90,9 @@ class ProgressFile:
 
     def end(self, status: str, step: int, message: str = "") -> None:
         self.write("end", status=status, step=step, message=message)
+        self.close()
+
+    def close(self) -> None:
         if self.file is not None:
             self.file.close()
             self.file = None

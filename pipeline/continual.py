@@ -26,6 +26,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 from contextlib import contextmanager
@@ -41,6 +42,7 @@ from engine.data import SEGMENT, TokenData, read_parquet_texts, token_dtype
 from engine.errors import UserError
 from engine.model import init_params
 from engine.optim import Schedule
+from engine.progress import ProgressFile, progress_path
 from engine.tokenizer import Tokenizer
 from engine.config import TrainConfig
 from engine.train import make_optimizer, run_training
@@ -51,6 +53,7 @@ from pipeline.registry import Registry
 from pipeline.token_cache import concat, require_tokens, shard_problem, shard_tokens
 
 log = structlog.get_logger()
+KEPT_RUNS = 20  # progress files of finished trainings kept under $CLLM_HOME/training/
 
 
 @dataclass
@@ -517,12 +520,30 @@ def registered_for(config: Config, plan: Plan) -> str | None:
 
 
 def finish(config: Config, plan: Plan, evaluation: Evaluation) -> tuple[str, bool]:
-    """Register and promote, then drop the plan's work folder: the version and whether
-    champion moved."""
+    """Register and promote, keep the training's live-progress file, then drop the plan's
+    work folder: the version and whether champion moved."""
     version = register(config, plan, evaluation)
     promoted = promote(config, version)
+    _keep_progress(config, plan, f"{config.model_name}/{version}", promoted)
     shutil.rmtree(work_folder(config, plan), ignore_errors=True)
     return version, promoted
+
+
+def _keep_progress(config: Config, plan: Plan, version: str, promoted: bool) -> None:
+    """Move the training's progress file to `$CLLM_HOME/training/<plan>/`, marked with the
+    version it became, for the web application's Training tab; the newest KEPT_RUNS stay."""
+    progress = progress_path(work_folder(config, plan) / "model")
+    if not progress.is_file():
+        return
+    record = ProgressFile(progress, resumed=True)
+    record.write("registered", version=version, promoted=promoted)
+    record.close()
+    kept = config.home / "training" / plan.id / progress.name
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(progress, kept)
+    runs = sorted(kept.parent.parent.iterdir(), key=lambda p: p.stat().st_mtime)
+    for old in runs[:-KEPT_RUNS]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _run(config: Config, make_plan, wait: bool) -> Outcome:

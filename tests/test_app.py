@@ -213,6 +213,9 @@ def test_training_tab_curve_grows_while_training_then_stop_and_resume(world, pag
     assert int(versions[1].tags["tokens_seen"]) == LONG_RUN * 8 * 32  # steps x batch x window
     expect(page.locator("#training-summary")).to_contain_text("cllm/2: registered")
     expect(page.locator("#training-summary")).to_contain_text(f"step {LONG_RUN:,}")
+    # the registered run keeps its live detail (kept under training/ when its work is done)
+    expect(page.locator("#training-summary")).to_contain_text("gate refused: champion stays")
+    expect(page.locator("#training-summary")).to_contain_text("tokens/s")
     assert page.locator("#val-dots circle").count() == LONG_RUN // 250
     shot(page, "training-finished")
 
