@@ -66,6 +66,14 @@ def _thin(points: list, limit: int = MAX_POINTS) -> list:
     return points[::stride] + ([points[-1]] if (len(points) - 1) % stride else [])
 
 
+def progress_files(home: Path) -> list[Path]:
+    """Trainings' live-progress files, oldest first: in the work folders of the trainings
+    under way or stopped, and kept under `training/` once registered."""
+    return sorted([*(home / "work").glob("*/*.progress.jsonl"),
+                   *(home / "training").glob("*/*.progress.jsonl")],
+                  key=lambda p: p.stat().st_mtime)
+
+
 def read_progress(path: Path) -> dict:
     """A training's live-progress file (engine/progress.py `ProgressFile`) as the tab shows it."""
     train, evals, start, last, end, registered = [], [], {}, {}, None, None
@@ -131,9 +139,7 @@ class Pipeline:
         """The running or most recent training: the newest progress file, in the work folders
         of `cllm update` / `--from-scratch` or, once registered, kept under `training/`;
         without one, the run of the newest registered version, from the registry."""
-        files = sorted([*(self.home / "work").glob("*/*.progress.jsonl"),
-                        *(self.home / "training").glob("*/*.progress.jsonl")],
-                       key=lambda p: p.stat().st_mtime)
+        files = progress_files(self.home)
         if files:
             return read_progress(files[-1])
         versions = self.versions()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -72,12 +71,6 @@ def in_process(model, request: dict) -> dict:
     return timed(generate_text(model, request["prompt"], sampling), started)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=7)
@@ -87,6 +80,7 @@ def main() -> int:
     args = parser.parse_args()
     from crawler.site import SITE, SiteServer
     from engine.checkpoint import load_model
+    from pipeline.airflow_local import free_port
     from pipeline.registry import Registry
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")} | SHAPE
@@ -100,7 +94,7 @@ def main() -> int:
             site.close()
         cllm(home, "train", "--from-scratch", "--steps", str(args.steps), env=env)
         model = load_model(Registry(home, "cllm").pull("@champion"))
-        port = free_port()
+        port = free_port(0)
         server = subprocess.Popen([str(CLLM), "ui", "--port", str(port)],
                                   env=env | {"CLLM_HOME": str(home)}, cwd=tmp,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -57,6 +57,10 @@ class CrawlConfig:
     shard_max_mb: float = 64.0  # a shard is closed once its file reaches this size
     row_group_rows: int = 1000
 
+    @property
+    def seed_list(self) -> list[str]:
+        return [s.strip() for s in self.seeds.split(",") if s.strip()]
+
     def validate(self) -> None:
         positive = ["concurrency_per_domain", "max_response_mb", "timeout", "minhash_perm",
                     "shard_max_mb", "row_group_rows", "max_words"]

@@ -12,7 +12,6 @@ from airflow.sdk import Param, dag
 from pipeline.airflow_tasks import crawl_tasks, schedule, settings
 
 config = settings()
-SEEDS = [s.strip() for s in config.crawl.seeds.split(",") if s.strip()]
 
 
 @dag(
@@ -22,7 +21,7 @@ SEEDS = [s.strip() for s in config.crawl.seeds.split(",") if s.strip()]
     max_active_runs=1,  # crawls of one home share its crawl state
     tags=["crystalline"],
     params={
-        "seeds": Param(SEEDS, type="array", items={"type": "string"},
+        "seeds": Param(config.crawl.seed_list, type="array", items={"type": "string"},
                        description="seed URLs, or files of them on the workers "
                        "(default: [crawl] seeds)"),
         "max_pages": Param(config.crawl.max_pages, type="integer", minimum=0,

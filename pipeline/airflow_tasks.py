@@ -74,7 +74,7 @@ def run_crawl(config: Config, seeds: list[str], max_pages: int = 0, max_depth: i
     """`cllm crawl --json` in a subprocess (Scrapy's reactor runs once per process); its log
     goes to this process's stderr as it comes. Returns the crawl report. An unfinished crawl of
     the same seeds (a killed or timed-out try) is resumed."""
-    seeds = seeds or [s.strip() for s in config.crawl.seeds.split(",") if s.strip()]
+    seeds = seeds or config.crawl.seed_list
     if not seeds:
         raise UserError("no seeds: give the DAG param seeds, or set seeds in [crawl] "
                         "(CLLM_CRAWL_SEEDS)")
@@ -118,12 +118,9 @@ def crawl_tasks(config: Config) -> None:
     @task(**CRAWL)
     def crawl() -> dict:
         params = get_current_context()["params"]
-        with user_errors_fail():
-            report = run_crawl(config, list(params["seeds"]), params["max_pages"],
-                               params["max_depth"], list(params["allowed_domains"]))
-        if report["finish_reason"] == "shutdown":
-            raise RuntimeError(f"crawl {report['crawl_id']} was stopped: the retry resumes it")
-        return report
+        with user_errors_fail():  # a paused crawl exits 130: an error, and the retry resumes it
+            return run_crawl(config, list(params["seeds"]), params["max_pages"],
+                             params["max_depth"], list(params["allowed_domains"]))
 
     @task(outlets=[asset], **QUICK)
     def announce_shards(report: dict):
@@ -138,6 +135,16 @@ def crawl_tasks(config: Config) -> None:
 # --- training --------------------------------------------------------------------------------
 
 
+@contextmanager
+def training_step(config: Config):
+    """A training task's step: under the update lock, user errors failing the task at once.
+    Yields pipeline.continual, imported here since numpy and MLflow are heavy."""
+    from pipeline import continual
+
+    with user_errors_fail(), continual.update_lock(config):
+        yield continual
+
+
 def training_tasks(config: Config, kind: str) -> None:
     """plan >> train >> evaluate >> register_and_promote, in the DAG being defined. `kind` is
     "update" (champion continued on the new shards; version 1 from scratch while there is no
@@ -146,39 +153,27 @@ def training_tasks(config: Config, kind: str) -> None:
 
     @task.short_circuit(**QUICK)
     def plan() -> dict:
-        from pipeline import continual
-
-        make_plan = continual.plan_retrain if kind == "retrain" else continual.plan_next
-        with user_errors_fail(), continual.update_lock(config):
-            planned = make_plan(config)
-            done = continual.registered_for(config, planned)
-        if done or not planned.shard_paths:
-            reason = f"version {done} was trained on these shards" if done else \
-                "no new shards" if kind == "update" else \
-                "champion, or a retrain against it, already covers every shard"
-            print(f"nothing to do: {reason}")
+        with training_step(config) as continual:
+            planned = (continual.plan_retrain if kind == "retrain" else continual.plan_next)(config)
+            idle = continual.idle_reason(planned, continual.registered_for(config, planned))
+        if idle:
+            print(f"nothing to do: {idle}")
             return {}
         return planned.to_dict()
 
     @task(**TRAIN)
     def train(planned: dict) -> None:
-        from pipeline import continual
-
-        with user_errors_fail(), continual.update_lock(config):
+        with training_step(config) as continual:
             continual.train(config, continual.Plan.from_dict(planned))
 
     @task(**QUICK)
     def evaluate(planned: dict) -> dict:
-        from pipeline import continual
-
-        with user_errors_fail(), continual.update_lock(config):
+        with training_step(config) as continual:
             return continual.evaluate(config, continual.Plan.from_dict(planned)).to_dict()
 
     @task(**QUICK)
     def register_and_promote(planned: dict, evaluation: dict) -> dict:
-        from pipeline import continual
-
-        with user_errors_fail(), continual.update_lock(config):
+        with training_step(config) as continual:
             version, promoted = continual.finish(config, continual.Plan.from_dict(planned),
                                                  continual.Evaluation.from_dict(evaluation))
         return {"version": version, "promoted": promoted, **evaluation}

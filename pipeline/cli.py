@@ -319,7 +319,7 @@ def cmd_crawl(args, config: Config) -> int:
 
     from crawler.run import crawl
 
-    seeds = args.seeds or [s.strip() for s in config.crawl.seeds.split(",") if s.strip()]
+    seeds = args.seeds or config.crawl.seed_list
     if not seeds:
         raise UserError("no seeds: give --seeds URL [URL|FILE ...] or set seeds in [crawl]")
     apply_flags(config.crawl, args, CRAWL_FLAGS)
@@ -358,14 +358,11 @@ def print_outcome(outcome, config: Config) -> None:
         print(f"skipped shard {skipped['path']}: {skipped['reason']} (left new)")
     name = config.model_name
     plan = outcome.plan
-    if outcome.version is None:
-        what = "no new shards" if plan.kind == "update" else \
-            "champion, or a retrain against it, already covers every shard"
-        print(f"{what}: nothing to do (champion is {name}/{plan.parent})")
-        return
     if outcome.evaluation is None:
-        print(f"version {outcome.version} was already trained on these "
-              f"{len(plan.shard_paths)} shards: nothing to do")
+        from pipeline.continual import idle_reason
+
+        print(f"{idle_reason(plan, outcome.version)}: nothing to do"
+              + (f" (champion is {name}/{plan.parent})" if outcome.version is None else ""))
         return
     e, parent = outcome.evaluation, plan.parent
     trained = {"update": f"on {len(plan.new)} new shard(s)"

@@ -11,7 +11,7 @@ way (a `Plan` and an `Evaluation` are JSON-ready, `to_dict`/`from_dict`):
     promote(config, version)        champion moves if the gate passed; then the shards are consumed
 
 `update(config)`, `from_scratch(config)` and `retrain(config)` run them in order under the
-update lock; the Airflow DAGs run them as tasks (pipeline/orchestrate.py).
+update lock; the Airflow DAGs run them as tasks (pipeline/airflow_tasks.py).
 
 Every step can be run again. The plan's id hashes its parent and shards, and its work folder
 `$CLLM_HOME/work/<id>/` keeps the training checkpoint and the evaluation, so a rerun resumes
@@ -154,6 +154,12 @@ def _entry(config: Config, shard) -> dict:
             "sha256": shard.sha256}
 
 
+def _new_paths(config: Config) -> set[str]:
+    """The catalog's `new` shards, as plans and version tags name them."""
+    with Catalog(config.home) as catalog:
+        return {_entry(config, s)["path"] for s in catalog.list_shards(state="new")}
+
+
 def _usable(config: Config, shards) -> tuple[list[dict], list[dict]]:
     """The shards that can be trained on, and the others with the reason (reported, left as
     they are)."""
@@ -189,8 +195,7 @@ def _check_current(config: Config, plan: Plan) -> None:
     if registry(config).champion() != plan.parent:
         raise UserError(f"plan {plan.id} was made against version {plan.parent}, which is no "
                         "longer champion: plan again")
-    with Catalog(config.home) as catalog:
-        new = {_entry(config, s)["path"] for s in catalog.list_shards(state="new")}
+    new = _new_paths(config)
     gone = [s["path"] for s in plan.new if s["path"] not in new]
     if gone:
         raise UserError(f"plan {plan.id} is stale: shard {gone[0]} is no longer new: plan again")
@@ -230,7 +235,7 @@ def plan_from_scratch(config: Config) -> Plan:
 def plan_retrain(config: Config) -> Plan:
     """A new model on every usable shard with champion's tokenizer, evaluated against champion.
     Nothing to do (empty plan) when champion was itself trained from scratch or retrained on
-    exactly these shards, or a retrain of them against champion was already registered."""
+    exactly these shards (a retrain already registered against champion: `registered_for`)."""
     reconcile(config)
     reg = registry(config)
     parent = reg.champion()
@@ -245,10 +250,9 @@ def plan_retrain(config: Config) -> Plan:
                   skipped + skipped_old, "retrain")
     champion = reg.resolve(f"{config.model_name}/{parent}")
     full = champion.tags.get("training") in ("scratch", "retrain")
-    if (full and sorted(champion.shards) == sorted(result.shard_paths)) or \
-            reg.find(parent, result.shard_paths):
+    if full and sorted(champion.shards) == sorted(result.shard_paths):
         log.info("retrain_skipped", champion=parent, shards=len(result.shard_paths),
-                 message="champion, or a retrain against it, already covers every shard")
+                 message="champion already covers every shard")
         return dataclasses.replace(result, new=[], old=[])
     return _save_plan(config, result)
 
@@ -256,8 +260,7 @@ def plan_retrain(config: Config) -> Plan:
 def reconcile(config: Config) -> list[str]:
     """Finish the versions that were registered but whose shards are still `new` (the run was
     killed between registering and marking): promote them as their gate says, mark the shards."""
-    with Catalog(config.home) as catalog:
-        new = {_entry(config, s)["path"] for s in catalog.list_shards(state="new")}
+    new = _new_paths(config)
     if not new:
         return []
     finished = []
@@ -478,8 +481,8 @@ def promote(config: Config, version: str) -> bool:
     passed = registered.tags.get("gate", "").startswith("passed")
     if passed:
         reg.set_champion(version)
-    with Catalog(config.home) as catalog:  # a retrain's older shards stay with their version
-        new = {_entry(config, s)["path"] for s in catalog.list_shards(state="new")}
+    new = _new_paths(config)  # a retrain's older shards stay with their version
+    with Catalog(config.home) as catalog:
         catalog.mark_consumed([config.home / p for p in registered.shards if p in new], version)
     log.info("promote", version=version, champion=passed, gate=registered.tags.get("gate"))
     return passed
@@ -517,6 +520,16 @@ def registered_for(config: Config, plan: Plan) -> str | None:
         return None
     found = registry(config).find(plan.parent or "", plan.shard_paths)
     return found.version if found else None
+
+
+def idle_reason(plan: Plan, done: str | None) -> str | None:
+    """Why the plan needs no training (`done`: the version `registered_for` found), or None."""
+    if done:
+        return f"version {done} was already trained on these {len(plan.shard_paths)} shards"
+    if not plan.shard_paths:
+        return "no new shards" if plan.kind == "update" else \
+            "champion, or a retrain against it, already covers every shard"
+    return None
 
 
 def finish(config: Config, plan: Plan, evaluation: Evaluation) -> tuple[str, bool]:

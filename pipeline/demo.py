@@ -78,11 +78,9 @@ class TrainingWatch:
         self.home, self.last = home, 0.0
 
     def __call__(self) -> None:
-        from app.data import read_progress
+        from app.data import progress_files, read_progress
 
-        files = sorted((self.home / "work").glob("*/*.progress.jsonl"),
-                       key=lambda path: path.stat().st_mtime)
-        if not files or time.monotonic() - self.last < 10:
+        if time.monotonic() - self.last < 10 or not (files := progress_files(self.home)):
             return
         progress = read_progress(files[-1])
         if progress["status"] != "running" or not progress["train"]:
@@ -115,9 +113,8 @@ def summary(home: Path) -> None:
         shards = catalog.list_shards()
     print(f"documents: {sum(s.rows for s in shards)} in {len(shards)} shards "
           f"({sum(s.bytes for s in shards):,} bytes) under {home / 'shards'}")
-    registry = Registry(home, "cllm")
-    for v in registry.versions():
-        aliases = ",".join(a for a, n in registry.aliases().items() if n == v.version)
+    for v in Registry(home, "cllm").versions():
+        aliases = ",".join(v.aliases)
         print(f"version {v.version}{f' [{aliases}]' if aliases else ''}: parent "
               f"{v.tags.get('parent_version') or '-'}, {len(v.shards)} shard(s), val loss new "
               f"{v.tags.get('val_loss_new') or '-'}, old {v.tags.get('val_loss_old') or '-'}; "

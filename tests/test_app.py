@@ -24,6 +24,7 @@ from crawlkit import FAST, crawl
 from playwright.sync_api import expect, sync_playwright
 
 from crawler.site import SITE, SITE_UPDATE, SiteServer
+from pipeline.airflow_local import free_port
 from pipeline.catalog import Catalog
 from pipeline.registry import Registry
 
@@ -37,17 +38,11 @@ SERVER_ENV = TINY | FAST | {"CLLM_TRAIN_EVAL_EVERY": "250", "CLLM_TRAIN_CHECKPOI
 LONG_RUN = 2500  # steps of the page's training: long enough to watch, then stop and resume
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class UI:
     """`cllm ui` on a free port, stopped with SIGTERM (it stops its own jobs)."""
 
     def __init__(self, home: Path, *args: str, wait: bool = True):
-        self.port = free_port()
+        self.port = free_port(0)
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")}
         self.log = open(home.parent / f"ui-{self.port}.log", "w")
