@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test airflow bench clean
+.PHONY: demo test check airflow bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,10 +13,14 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/python -m pipeline.demo
+	$(BIN)/python -m cli.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The quick subset for one's own iterations: every test not marked slow (CI runs them all).
+check: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
 
 # The real Airflow (standalone, SQLite) with the project's DAGs, and the MLflow UI, on
 # $$CLLM_HOME (default ./var; `make airflow CLLM_CONFIG=var/demo/cllm.toml` after `make demo`).

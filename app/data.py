@@ -3,59 +3,36 @@ progress of trainings, the registry's versions."""
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 from pathlib import Path
 
-from crawler.run import reports_dir
-from pipeline.catalog import Catalog
+from core.catalog import Catalog
+from core.home import Home
+from crawler.jobs import unfinished
+from crawler.report import read_reports
+from engine import progress
 from pipeline.registry import Registry
 
 MAX_POINTS = 1500  # of a loss curve sent to the page: enough for its width
 MAX_CRAWLS = 100
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None  # a file being replaced or damaged by hand: skipped, not fatal
-
-
 def crawls(home: Path) -> dict:
     """Every crawl's report (newest first), unfinished crawls, and the catalog's shards."""
-    paths = sorted(reports_dir(home).glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-    reports = [r for p in paths[:MAX_CRAWLS] if (r := _read_json(p))]
-    unfinished = []
-    for job_file in sorted((home / "crawl" / "jobs").glob("*/job.json")):
-        job = _read_json(job_file)
-        if job and job.get("status") in ("running", "paused"):
-            unfinished.append({"crawl_id": job["crawl_id"], "status": job["status"],
-                               "seeds": job["seeds"]})
     with Catalog(home) as catalog:
         shards = catalog.list_shards()
-    rows = [{"path": s.path.relative_to(home.resolve()).as_posix(), "crawl_id": s.crawl_id,
+    rows = [{"path": s.name, "crawl_id": s.crawl_id,
              "rows": s.rows, "bytes": s.bytes, "created": s.created, "state": s.state,
              "consumed_by": s.consumed_by} for s in reversed(shards)]
     new = [s for s in rows if s["state"] == "new"]
-    return {"crawls": reports, "unfinished": unfinished, "shards": rows,
+    return {"crawls": read_reports(home, MAX_CRAWLS), "unfinished": unfinished(home),
+            "shards": rows,
             "totals": {"shards": len(rows), "documents": sum(s["rows"] for s in rows),
                        "bytes": sum(s["bytes"] for s in rows), "new_shards": len(new),
                        "new_documents": sum(s["rows"] for s in new)}}
 
 
 # --- training ----------------------------------------------------------------------------
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
 
 
 def _thin(points: list, limit: int = MAX_POINTS) -> list:
@@ -69,61 +46,17 @@ def _thin(points: list, limit: int = MAX_POINTS) -> list:
 def progress_files(home: Path) -> list[Path]:
     """Trainings' live-progress files, oldest first: in the work folders of the trainings
     under way or stopped, and kept under `training/` once registered."""
-    return sorted([*(home / "work").glob("*/*.progress.jsonl"),
-                   *(home / "training").glob("*/*.progress.jsonl")],
-                  key=lambda p: p.stat().st_mtime)
+    home = Home(home)
+    return sorted([*home.work.glob("*/*.progress.jsonl"),
+                   *home.training.glob("*/*.progress.jsonl")], key=lambda p: p.stat().st_mtime)
 
 
 def read_progress(path: Path) -> dict:
-    """A training's live-progress file (engine/progress.py `ProgressFile`) as the tab shows it."""
-    train, evals, start, last, end, registered = [], [], {}, {}, None, None
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # the line the trainer is writing right now
-            event = record.get("event")
-            if event == "start":
-                start, end = record, None
-            elif event == "step":
-                train.append([record["step"], record["loss"]])
-                last = record
-            elif event == "eval":
-                evals.append([record["step"], record["train_loss"], record["val_loss"]])
-            elif event == "end":
-                end = record
-            elif event == "registered":
-                registered = record
-    if registered is not None:
-        status = "registered"
-        message = "champion" if registered["promoted"] else "gate refused: champion stays"
-    elif end is not None:
-        status, message = end["status"], end.get("message", "")
-    elif start and _alive(start["pid"]):
-        status, message = "running", ""
-    else:
-        status, message = "killed", "the trainer ended without a final record (killed?)"
-    name = registered["version"] if registered else path.parent.name
-    return {"source": "progress", "name": name, "status": status,
-            "message": message, "step": last.get("step", start.get("step", 0)),
-            "steps": start.get("steps"), "workers": start.get("workers", 1),
-            "tokens_per_s": last.get("tokens_per_s"),
-            "eta_s": last.get("eta_s") if status == "running" else None,
-            "comm": last.get("comm"), "worker_states": _worker_states(last.get("workers")),
-            "updated": last.get("time", start.get("time")), "train": _thin(train),
-            "evals": evals}
-
-
-def _worker_states(text: str | None) -> list[dict]:
-    """`0:c90/w4/r6 1:c94/w0/r6` (engine.distributed.worker_times) as rows: each rank's
-    share of the step computing, waiting for the slowest, and reducing, in percent."""
-    rows = []
-    for item in (text or "").split():
-        rank, shares = item.split(":", 1)
-        compute, wait, reduce = (int(s[1:]) for s in shares.split("/"))
-        rows.append({"rank": int(rank), "compute": compute, "wait": wait, "reduce": reduce})
-    return rows
+    """A training's live-progress file as the tab shows it: named by the version it became
+    (or its plan), the loss curve thinned for the page."""
+    run = progress.read_progress(path)
+    return {"source": "progress", "name": run.pop("version") or path.parent.name, **run,
+            "train": _thin(run["train"])}
 
 
 class Pipeline:
@@ -131,7 +64,7 @@ class Pipeline:
     server's threads, so calls take turns)."""
 
     def __init__(self, home: Path, model_name: str):
-        self.home = Path(home).resolve()
+        self.home = Home(home)
         self.registry = Registry(self.home, model_name)
         self.lock = threading.Lock()
 
@@ -162,7 +95,7 @@ class Pipeline:
     # --- registry ------------------------------------------------------------------------
 
     def versions(self) -> list[dict]:
-        if not (self.home / "mlflow.db").exists() and self.registry.uri.startswith("sqlite"):
+        if not self.home.mlflow_db.exists() and self.registry.uri.startswith("sqlite"):
             return []  # nothing registered yet: do not create a registry just to look
         with self.lock:
             versions = self.registry.versions()

@@ -4,15 +4,16 @@ own. One job of each kind at a time; the server stops its jobs when it stops."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import structlog
+
+from core.commands import cllm_command
+from core.home import Home
 
 log = structlog.get_logger()
 STOP_WAIT = 60  # seconds a job may take to checkpoint and exit before it is killed
@@ -25,16 +26,15 @@ class Busy(Exception):
 class Job:
     def __init__(self, kind: str, args: list[str], home: Path, config_file: str | None):
         self.kind, self.args = kind, args
-        self.log_path = home / "ui" / f"{kind}.log"
+        self.log_path = Home(home).ui_log(kind)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "pipeline.cli"]
-        argv += ["--config", config_file] if config_file else []
         # the child's home is this server's, wherever the server's came from (file, env)
-        env = os.environ | {"CLLM_HOME": str(home), "CLLM_LOG_FORMAT": "json"}
+        argv, env = cllm_command(home, *(["--config", config_file] if config_file else []),
+                                 *args, env={"CLLM_LOG_FORMAT": "json"})
         with open(self.log_path, "wb") as out:
             # a session of its own: Ctrl-C on the server's terminal is for the server, which
             # then stops its jobs in order (a training checkpoints)
-            self.process = subprocess.Popen(argv + args, stdin=subprocess.DEVNULL, stdout=out,
+            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                             stderr=subprocess.STDOUT, env=env,
                                             start_new_session=True)
         self.started = time.time()

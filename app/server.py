@@ -28,12 +28,12 @@ from starlette.concurrency import iterate_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from app.config import AppConfig
 from app.data import Pipeline, crawls
 from app.jobs import Busy, Jobs
 from app.llm import GenerateRequest, Generator
+from core.errors import UserError
 from crawler.urls import check_seed
-from engine.errors import UserError
-from pipeline.config import Config
 
 log = structlog.get_logger()
 STATIC = Path(__file__).resolve().parent / "static"
@@ -70,7 +70,7 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def create_app(config: Config, config_file: str | None = None) -> FastAPI:
+def create_app(config: AppConfig, config_file: str | None = None) -> FastAPI:
     home = Path(config.home).resolve()
     pipeline = Pipeline(home, config.model_name)
     jobs = Jobs(home, config_file)
@@ -254,7 +254,7 @@ def create_app(config: Config, config_file: str | None = None) -> FastAPI:
     return app
 
 
-def serve(config: Config, config_file: str | None = None) -> None:
+def serve(config: AppConfig, config_file: str | None = None) -> None:
     """Listen and serve until Ctrl-C or SIGTERM; running jobs are stopped on the way out."""
     ui = config.ui
     if not ui.token and not is_loopback(ui.host):

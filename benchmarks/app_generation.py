@@ -80,7 +80,7 @@ def main() -> int:
     args = parser.parse_args()
     from crawler.site import SITE, SiteServer
     from engine.checkpoint import load_model
-    from pipeline.airflow_local import free_port
+    from core.net import free_port
     from pipeline.registry import Registry
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")} | SHAPE

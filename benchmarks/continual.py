@@ -22,7 +22,6 @@ Tokenizing speed: tokens/s of the token cache build over all of (b)'s shards.
 
 import argparse
 import hashlib
-import json
 import math
 import subprocess
 import sys
@@ -36,16 +35,17 @@ from machine import append_to_results, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))  # the shard writer of the continual-learning tests
 
-from continual_kit import documents, write_shard  # noqa: E402
-
+from core.catalog import import_texts  # noqa: E402
 from engine.checkpoint import load_model  # noqa: E402
 from engine.data import is_held_out  # noqa: E402
 from engine.model import loss_only  # noqa: E402
-from pipeline import continual  # noqa: E402
+from core.home import Home  # noqa: E402
+from core.log import configure_logging  # noqa: E402
+from engine.data import TokenCache  # noqa: E402
+from pipeline import continual, gate, plan, publish, training  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.log import configure_logging  # noqa: E402
+from text.document import split_at_blank_lines  # noqa: E402
 from pipeline.registry import Registry  # noqa: E402
 
 MODEL = {"CLLM_MODEL_N_LAYER": "2", "CLLM_MODEL_N_HEAD": "2", "CLLM_MODEL_N_EMBD": "64",
@@ -53,7 +53,12 @@ MODEL = {"CLLM_MODEL_N_LAYER": "2", "CLLM_MODEL_N_HEAD": "2", "CLLM_MODEL_N_EMBD
          "CLLM_TRAIN_VOCAB_SIZE": "1024", "CLLM_TRAIN_LR": "3e-3", "CLLM_TRAIN_MIN_LR": "3e-4",
          "CLLM_TRAIN_WARMUP_STEPS": "50", "CLLM_CONTINUAL_MIN_LR": "3e-4", "CLLM_CONTINUAL_WARMUP_STEPS": "20",
          "CLLM_TRAIN_THREADS": "1", "CLLM_LOG_FORMAT": "json"}
-PLAYS = sorted(p.stem for p in (ROOT / "data" / "text" / "shakespeare").glob("*.txt"))
+SHAKESPEARE = ROOT / "data" / "text" / "shakespeare"
+PLAYS = sorted(p.stem for p in SHAKESPEARE.glob("*.txt"))
+
+
+def documents(play: str, size: int) -> list[str]:
+    return split_at_blank_lines((SHAKESPEARE / f"{play}.txt").read_text(encoding="utf-8"), size)
 
 
 def split_corpus() -> tuple[list[str], list[str]]:
@@ -75,7 +80,7 @@ def docs_of(plays: list[str]) -> list[str]:
 
 def write_part(home: Path, crawl_id: str, texts: list[str], shards: int) -> None:
     for i in range(shards):
-        write_shard(home, crawl_id, texts[i::shards], part=i + 1)
+        import_texts(home, crawl_id, texts[i::shards], part=i + 1)
 
 
 def held_out(texts: list[str], val_fraction: float) -> list[str]:
@@ -100,22 +105,23 @@ def full_loss(model, texts: list[str], seq_len: int, batch: int = 32) -> tuple[f
     return float(sum(losses) / n), len(tokens)
 
 
-def timed_steps(config, make_plan) -> dict:
+def timed_steps(config, planner) -> dict:
     """The flow of `continual.update` / `from_scratch`, one step at a time, each timed."""
     seconds = {}
+    registry = Registry(config.home, config.model_name)
 
     def timed(name, step, *args):
         began = time.perf_counter()
-        result = step(config, *args)
+        result = step(config, registry, *args)
         seconds[name] = time.perf_counter() - began
         return result
 
     with continual.update_lock(config):
-        plan = timed("plan", make_plan)
-        timed("train", continual.train, plan)
-        evaluation = timed("evaluate", continual.evaluate, plan)
-        version = timed("register", continual.register, plan, evaluation)
-        timed("promote", continual.promote, version)
+        planned = timed("plan", continual.make_plan, planner)
+        timed("train", training.train, planned)
+        evaluation = timed("evaluate", gate.evaluate, planned)
+        version = timed("register", publish.register, planned, evaluation)
+        timed("promote", publish.promote, version)
     return seconds
 
 
@@ -144,15 +150,15 @@ def run(args, tmp: Path) -> dict:
     print(f"(a) from scratch on the old part, {args.steps - update_steps} steps ...",
           file=sys.stderr)
     result["a_scratch"] = timed_steps(config(a, args.steps - update_steps),
-                                      continual.plan_from_scratch)
+                                      plan.plan_from_scratch)
     write_part(a, "new", new_docs, 1)
     print(f"(a) update on the new part, {update_steps} steps ...", file=sys.stderr)
-    result["a_update"] = timed_steps(config(a, args.steps), continual.plan)
+    result["a_update"] = timed_steps(config(a, args.steps), plan.plan_update)
 
     write_part(b, "old", old_docs, 4)
     write_part(b, "new", new_docs, 1)
     print(f"(b) retrain from scratch on both parts, {args.steps} steps ...", file=sys.stderr)
-    result["b_scratch"] = timed_steps(config(b, args.steps), continual.plan_from_scratch)
+    result["b_scratch"] = timed_steps(config(b, args.steps), plan.plan_from_scratch)
 
     val_fraction = config(a, 1).train.val_fraction
     for name, home, version in (("a", a, "2"), ("b", b, "1")):
@@ -163,7 +169,7 @@ def run(args, tmp: Path) -> dict:
             size = sum(len(t.encode("utf-8")) for t in kept)
             result[f"{name}_{part}"] = {"loss": loss, "tokens": tokens, "bytes": size,
                                         "bpb": loss * tokens / size / math.log(2)}
-    metas = [json.loads(p.read_text()) for p in (b / "tokens").glob("*/shards/*/meta.json")]
+    metas = TokenCache(Home(b).tokens).entries()
     result["tokenize"] = {"shards": len(metas), "bytes": sum(m["bytes"] for m in metas),
                           "tokens": sum(m["train_tokens"] + m["val_tokens"] for m in metas),
                           "seconds": sum(m["encode_seconds"] for m in metas)}

@@ -80,7 +80,7 @@ def extract_only() -> None:
     """Child mode: trafilatura over every page of the site, read from disk, one process."""
     import trafilatura
 
-    from crawler.extract import TRAFILATURA_OPTIONS
+    from text.extract import TRAFILATURA_OPTIONS
 
     files = sorted(PYDOC.rglob("*.html"))
     start = time.perf_counter()

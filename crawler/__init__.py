@@ -1,3 +1,5 @@
-"""The Scrapy project that crawls sites into Parquet shards."""
+"""The Scrapy project that crawls sites into Parquet shards (`cllm crawl`, crawler/run.py).
 
-__version__ = "0.1.0"  # recorded in every shard's metadata
+Its text steps (extraction, quality filters, dedup) are the `text` package's; this package
+fetches, keeps the crawl's state and writes shards. It imports only `core` and `text`.
+"""

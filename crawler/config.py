@@ -1,16 +1,22 @@
-"""The `[crawl]` section of cllm.toml: politeness, limits, filters, dedup and shard settings.
+"""The crawler's configuration: the `[crawl]` section of cllm.toml (politeness, limits,
+filters, dedup and shard settings) and the Scrapy settings made from it.
 
 Every key can also be set as `CLLM_CRAWL_<KEY>` (e.g. `CLLM_CRAWL_DELAY=0`). Scrapy's own
-settings (`crawler/settings.py`) take their user-tunable values from here, see
-`crawler.run.scrapy_settings`.
+settings (`crawler/settings.py`) take their user-tunable values from here through
+`scrapy_settings`; the pipelines read the section back with `crawl_config`. `scrapy crawl
+site` loads `CrawlerConfig` (the general keys and this section only), so the crawler never
+needs the configuration of the packages above it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
 from pathlib import Path
 
-from engine.errors import UserError
+from core.config import General
+from core.errors import UserError
+from core.home import Home
 
 
 @dataclass
@@ -91,3 +97,41 @@ class CrawlConfig:
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class CrawlerConfig(General):
+    """What `core.config.load` fills for the crawler: the general keys and `[crawl]`."""
+
+    crawl: CrawlConfig = field(default_factory=CrawlConfig)
+
+
+def new_crawl_id() -> str:
+    """The UTC time to the second, so crawl ids sort by when each crawl began."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def scrapy_settings(crawl: CrawlConfig, home: Path | Home, crawl_id: str) -> dict:
+    """Scrapy settings from the `[crawl]` config; they override crawler/settings.py."""
+    return {
+        "USER_AGENT": crawl.user_agent,
+        "DOWNLOAD_DELAY": crawl.delay,
+        "AUTOTHROTTLE_ENABLED": crawl.autothrottle,
+        "AUTOTHROTTLE_START_DELAY": crawl.delay,
+        "CONCURRENT_REQUESTS_PER_DOMAIN": crawl.concurrency_per_domain,
+        "ROBOTSTXT_OBEY": crawl.obey_robots,
+        "DOWNLOAD_MAXSIZE": int(crawl.max_response_mb * 2**20),
+        "DOWNLOAD_TIMEOUT": crawl.timeout,
+        "RETRY_TIMES": crawl.retries,
+        "RETRY_BACKOFF_BASE": crawl.retry_backoff,
+        "CLOSESPIDER_PAGECOUNT": crawl.max_pages,
+        "DEPTH_LIMIT": crawl.max_depth,
+        "CLLM_HOME": str(Home(home)),
+        "CLLM_CRAWL_ID": crawl_id,
+        "CLLM_CRAWL": crawl.as_dict(),
+    }
+
+
+def crawl_config(settings) -> CrawlConfig:
+    """The `[crawl]` section back from Scrapy settings made by `scrapy_settings`."""
+    return CrawlConfig(**settings.getdict("CLLM_CRAWL"))

@@ -1,11 +1,11 @@
-"""Progress while crawling (a bar on a terminal, periodic log events elsewhere) and the
-count of dropped pages by reason, for the report."""
+"""Progress while crawling: a bar on a terminal, periodic log events elsewhere. It only shows
+counts (documents written, pages dropped) that the pipelines keep in the crawl stats."""
 
 from __future__ import annotations
 
 from scrapy import signals
 
-from engine.progress import Progress
+from core.progress import Progress
 
 
 class CrawlProgress:
@@ -18,7 +18,6 @@ class CrawlProgress:
         self.progress: Progress | None = None
         crawler.signals.connect(self.opened, signal=signals.spider_opened)
         crawler.signals.connect(self.response, signal=signals.response_received)
-        crawler.signals.connect(self.dropped, signal=signals.item_dropped)
         crawler.signals.connect(self.closed, signal=signals.spider_closed)
 
     @classmethod
@@ -40,9 +39,6 @@ class CrawlProgress:
         self.progress.update(1, docs=stats.get_value("cllm/docs_written", 0),
                              dropped=sum(v for k, v in stats.get_stats().items()
                                          if k.startswith("cllm/dropped/")))
-
-    def dropped(self, item, response, exception, spider) -> None:
-        self.crawler.stats.inc_value(f"cllm/dropped/{exception}")  # DropItem(reason)
 
     def closed(self, spider, reason) -> None:
         self.progress.close()

@@ -1,18 +1,23 @@
-"""The item pipelines, in order (see ITEM_PIPELINES in settings.py):
+"""The item pipelines, in order (see ITEM_PIPELINES in settings.py): thin Scrapy adapters
+over the text steps (text/, the list built by crawler/steps.py), then the shard writer.
 
-extract (main text) -> quality filter -> dedup (exact, near, across crawls) -> shard writer.
+extract (main text) -> text steps (quality filters, dedup across crawls) -> shard writer.
 
-A pipeline drops a page by raising `DropItem(reason)`; `crawler.extensions.CrawlProgress`
-counts drops by that reason. When the writer has renamed a shard into place and catalogued
-it, it sends `shard_committed`, on which the dedup stage makes what it learned permanent.
+An adapter runs its steps on the item's document. A step drops it with `Drop(reason)`: the
+adapter raises Scrapy's `DropItem(reason)` instead and puts the steps' count of that reason
+into the crawl stats (`cllm/dropped/<reason>`), where the report and the progress bar read
+it. When the writer has renamed a shard into place and catalogued it, it sends
+`shard_committed`, on which the crawl state (crawler/state.py) makes what the dedup step
+learned permanent.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import signal
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -20,31 +25,55 @@ import structlog
 from scrapy import signals
 from scrapy.exceptions import DropItem
 
-from crawler.config import CrawlConfig
-from crawler.extract import extract, html_language, looks_binary, normalize_text
+from core.catalog import Catalog
+from core.home import Home
+from core.shards import ShardInfo, ShardWriter, describe, remove_temp_files, shard_files
+from crawler.config import CrawlConfig, crawl_config
 from crawler.items import Page
-from crawler.quality import quality_problem
-from crawler.shards import ShardInfo, ShardWriter, describe, remove_temp_files, shard_files
-from crawler.store import DedupIndex
-from pipeline.catalog import Catalog
+from crawler.state import CrawlState
+from crawler.steps import text_steps
+from text.document import Drop, Steps
+from text.extract import Extract, extract, normalize_text
 
 log = structlog.get_logger()
 shard_committed = object()  # signal: a shard is in place and catalogued (args: shard)
 
 
-def crawl_config(settings) -> CrawlConfig:
-    return CrawlConfig(**settings.getdict("CLLM_CRAWL"))
+class StepsPipeline:
+    """What the adapters share: `steps` run on each item's document."""
+
+    steps: Steps
+
+    def __init__(self, stats):
+        self.stats = stats
+
+    def process_item(self, item: Page) -> Page:
+        with self.dropping():
+            item.doc = self.steps(item.doc)
+        return item
+
+    @contextmanager
+    def dropping(self) -> Iterator[None]:
+        """A `Drop` in the block, counted by the steps, goes into the stats as `DropItem`."""
+        try:
+            yield
+        except Drop as drop:
+            self.stats.set_value(f"cllm/dropped/{drop.reason}", self.steps.dropped[drop.reason])
+            raise DropItem(drop.reason) from None
 
 
-class ExtractPipeline:
-    """Title and main text of the page, normalised; `doc_id` is the sha256 of that text.
+class ExtractPipeline(StepsPipeline):
+    """The extraction step (text/extract.py).
 
     Extraction is most of a crawl's CPU time, so it runs in `extract_workers` processes
     while Scrapy's event loop goes on fetching; 0 extracts in the crawl's own process.
     """
 
     def __init__(self, stats, workers: int):
-        self.stats, self.workers = stats, workers
+        super().__init__(stats)
+        self.extract = Extract()
+        self.steps = Steps([self.extract])
+        self.workers = workers
         self.pool: ProcessPoolExecutor | None = None
 
     @classmethod
@@ -62,21 +91,14 @@ class ExtractPipeline:
                 self.pool.submit(normalize_text, "")
 
     async def process_item(self, item: Page) -> Page:
-        if looks_binary(item.body):
-            raise DropItem("binary")
-        # Only PDF needs the raw bytes; HTML and text travel decoded.
-        args = (item.content_type, item.body if item.content_type == "application/pdf" else b"",
-                item.html, item.url)
         if self.pool is None:
-            extracted = extract(*args)
-        else:
-            extracted = await asyncio.wrap_future(self.pool.submit(extract, *args))
-        if extracted is None or not extracted.text:
-            raise DropItem("no_text")
-        item.title, item.text = extracted.title, extracted.text
-        item.language = html_language(item.body, item.content_language)
-        item.body, item.html = b"", ""  # the raw page is not needed further: free it early
-        item.doc_id = hashlib.sha256(item.text.encode("utf-8")).hexdigest()
+            item = super().process_item(item)
+        else:  # the step in its two parts, the work between them in a worker
+            with self.dropping(), self.steps.counting():
+                arguments = self.extract.arguments(item.doc)
+            extracted = await asyncio.wrap_future(self.pool.submit(extract, *arguments))
+            with self.dropping(), self.steps.counting():
+                item.doc = self.extract.finish(item.doc, extracted)
         self.stats.inc_value("cllm/extracted")
         return item
 
@@ -85,67 +107,53 @@ class ExtractPipeline:
             self.pool.shutdown(cancel_futures=True)
 
 
-class QualityPipeline:
-    def __init__(self, config: CrawlConfig):
-        self.config = config
+class TextPipeline(StepsPipeline):
+    """The quality filters, then dedup against every document of this crawl and earlier
+    ones; remembers every processed URL with its body hash, kept or dropped."""
 
-    @classmethod
-    def from_crawler(cls, crawler):
-        return cls(crawl_config(crawler.settings))
-
-    def process_item(self, item: Page) -> Page:
-        problem = quality_problem(item.text, self.config)
-        if problem:
-            raise DropItem(problem)
-        return item
-
-
-class DedupPipeline:
-    """Drops documents seen before, in this crawl or an earlier one, exactly or nearly;
-    remembers every processed URL with its body hash."""
-
-    def __init__(self, home: Path, config: CrawlConfig):
+    def __init__(self, stats, home: Home, config: CrawlConfig):
+        super().__init__(stats)
         self.home, self.config = home, config
-        self.index: DedupIndex | None = None
+        self.state: CrawlState | None = None
 
     @classmethod
     def from_crawler(cls, crawler):
-        pipeline = cls(Path(crawler.settings["CLLM_HOME"]), crawl_config(crawler.settings))
+        pipeline = cls(crawler.stats, Home(crawler.settings["CLLM_HOME"]),
+                       crawl_config(crawler.settings))
         crawler.signals.connect(pipeline.shard_committed, signal=shard_committed)
         crawler.signals.connect(pipeline.item_dropped, signal=signals.item_dropped)
         return pipeline
 
     def open_spider(self) -> None:
-        self.index = DedupIndex(self.home, self.config.minhash_perm, self.config.near_dup_threshold)
-        absorbed = self.index.absorb(shard_files(self.home))
+        self.state = CrawlState(self.home, self.config.minhash_perm, self.config.near_dup_threshold)
+        self.steps = Steps(text_steps(self.config, self.state.index))
+        absorbed = self.state.absorb(shard_files(self.home))
         if absorbed:
             log.warning("crawl_state_recovered", shards_absorbed=absorbed)
 
     def process_item(self, item: Page) -> Page:
-        duplicate = self.index.check(item.doc_id, item.text)
-        if duplicate:
-            raise DropItem(duplicate)
-        self.index.record_url(item.canonical_url, item.body_sha256, item.doc_id)
+        item = super().process_item(item)
+        self.state.record_url(item.canonical_url, item.body_sha256, item.doc.doc_id)
         return item
 
     def item_dropped(self, item: Page, response, exception, spider) -> None:
         # A dropped page stays dropped until it changes: no need to extract it again.
-        self.index.record_url(item.canonical_url, item.body_sha256)
+        self.state.record_url(item.canonical_url, item.body_sha256)
 
     def shard_committed(self, shard: ShardInfo) -> None:
-        self.index.commit(shard.path.relative_to(self.home).as_posix())
+        self.state.commit(self.home.relative(shard.path))
 
     def close_spider(self) -> None:
         # Runs after the writer's close_spider (Scrapy closes pipelines in reverse order):
         # only URLs of dropped pages can be pending here.
-        self.index.commit()
-        self.index.close()
+        self.state.commit()
+        self.state.close()
 
 
 class ShardWriterPipeline:
     """Writes documents into Parquet shards and catalogues each complete shard."""
 
-    def __init__(self, crawler, home: Path, crawl_id: str, config: CrawlConfig):
+    def __init__(self, crawler, home: Home, crawl_id: str, config: CrawlConfig):
         self.crawler, self.home, self.crawl_id, self.config = crawler, home, crawl_id, config
         self.writer: ShardWriter | None = None
         self.catalog: Catalog | None = None
@@ -153,12 +161,12 @@ class ShardWriterPipeline:
     @classmethod
     def from_crawler(cls, crawler):
         settings = crawler.settings
-        return cls(crawler, Path(settings["CLLM_HOME"]), settings["CLLM_CRAWL_ID"],
+        return cls(crawler, Home(settings["CLLM_HOME"]), settings["CLLM_CRAWL_ID"],
                    crawl_config(settings))
 
     def open_spider(self) -> None:
         self.catalog = Catalog(self.home)
-        crawl_dir = self.home / "shards" / self.crawl_id
+        crawl_dir = self.home.crawl_shards(self.crawl_id)
         crawl_dir.mkdir(parents=True, exist_ok=True)
         remove_temp_files(crawl_dir)
         for path in shard_files(self.home):  # renamed just before a crash, never catalogued
@@ -179,18 +187,19 @@ class ShardWriterPipeline:
         self.crawler.signals.send_catch_log(signal=shard_committed, shard=shard)
 
     def process_item(self, item: Page) -> Page:
+        doc = item.doc
         self.writer.add({
-            "doc_id": item.doc_id,
-            "url": item.url,
+            "doc_id": doc.doc_id,
+            "url": doc.url,
             "canonical_url": item.canonical_url,
             "domain": item.domain,
-            "title": item.title,
-            "text": item.text,
-            "language": item.language,
+            "title": doc.title,
+            "text": doc.text,
+            "language": doc.language,
             "fetched_at": item.fetched_at,
             "http_status": item.status,
-            "content_type": item.content_type,
-            "n_chars": len(item.text),
+            "content_type": doc.content_type,
+            "n_chars": len(doc.text),
             "crawl_id": self.crawl_id,
         })
         self.crawler.stats.inc_value("cllm/docs_written")

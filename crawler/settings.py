@@ -2,7 +2,7 @@
 
 What a user tunes (delay, user agent, limits, concurrency, retries) lives in the `[crawl]`
 section of cllm.toml (crawler/config.py) and is applied over these by
-`crawler.run.config_settings`; what stays here is how the crawler is put together.
+`crawler.config.scrapy_settings`; what stays here is how the crawler is put together.
 """
 
 BOT_NAME = "crystalline"
@@ -52,16 +52,16 @@ CONCURRENT_ITEMS = 16
 
 ITEM_PIPELINES = {
     "crawler.pipelines.ExtractPipeline": 100,
-    "crawler.pipelines.QualityPipeline": 200,
-    "crawler.pipelines.DedupPipeline": 300,
-    "crawler.pipelines.ShardWriterPipeline": 400,
+    "crawler.pipelines.TextPipeline": 200,  # quality filters, then dedup
+    "crawler.pipelines.ShardWriterPipeline": 300,
 }
 EXTENSIONS = {
     "crawler.extensions.CrawlProgress": 500,
     "scrapy.extensions.spiderstate.SpiderState": None,  # pickles spider.state into JOBDIR
 }
 
-# Scrapy's own log only for problems; progress and the report come from crawler.extensions.
+# Scrapy's own log only for problems; progress comes from crawler.extensions, the
+# report from crawler.run.
 LOG_LEVEL = "WARNING"
 DEFAULT_DROPITEM_LOG_LEVEL = "DEBUG"
 TELNETCONSOLE_ENABLED = False

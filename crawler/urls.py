@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from scrapy.linkextractors import IGNORED_EXTENSIONS
 from w3lib.url import canonicalize_url, url_query_cleaner
 
-from engine.errors import UserError
+from core.errors import UserError
 
 # Query parameters that identify a campaign or a visitor, never the content.
 TRACKING_PARAMS = {
@@ -17,8 +17,16 @@ TRACKING_PARAMS = {
     "gclid", "dclid", "fbclid", "msclkid", "mc_cid", "mc_eid", "yclid", "_ga", "_hsenc",
     "_hsmi", "igshid", "ref_src", "sessionid", "phpsessid", "sid",
 }
-# Scrapy's list of binary extensions, minus PDF, which the crawler reads.
-SKIPPED_EXTENSIONS = {"." + e for e in IGNORED_EXTENSIONS if e != "pdf"} | {".js", ".json", ".woff", ".woff2", ".ttf"}
+
+
+@cache
+def skipped_extensions() -> frozenset[str]:
+    """Scrapy's list of binary extensions, minus PDF, which the crawler reads (imported here:
+    checking a seed, as the web application does, needs no Scrapy)."""
+    from scrapy.linkextractors import IGNORED_EXTENSIONS
+
+    return frozenset({"." + e for e in IGNORED_EXTENSIONS if e != "pdf"}
+                     | {".js", ".json", ".woff", ".woff2", ".ttf"})
 
 
 def canonical_url(url: str) -> str:
@@ -83,6 +91,6 @@ class UrlPolicy:
         if any(url.lower().startswith(p) for p in self.blocked_prefixes):
             return "blocklisted"
         path = parts.path.lower()
-        if any(path.endswith(ext) for ext in SKIPPED_EXTENSIONS):
+        if any(path.endswith(ext) for ext in skipped_extensions()):
             return "file_type"
         return None

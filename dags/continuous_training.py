@@ -6,22 +6,14 @@ evaluate >> register_and_promote (champion moves only through the gate). Nothing
 ends early and green.
 """
 
-from datetime import datetime, timezone
-
 from airflow.sdk import dag
 
-from pipeline.airflow_tasks import settings, shards_asset, training_tasks
+from pipeline.airflow_tasks import dag_args, settings, shards_asset, training_tasks
 
 config = settings()
 
 
-@dag(
-    schedule=[shards_asset(config)],
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
-    catchup=False,
-    max_active_runs=1,  # one training at a time; the next run plans from the catalog again
-    tags=["crystalline"],
-)
+@dag(**dag_args([shards_asset(config)]))
 def continuous_training():
     training_tasks(config, "update")
 

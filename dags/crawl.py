@@ -5,21 +5,15 @@ the `cllm_shards` Asset with them as the event's metadata, which starts `continu
 Trigger it with other seeds or limits: `airflow dags trigger crawl --conf '{"seeds": [...]}'`.
 """
 
-from datetime import datetime, timezone
-
 from airflow.sdk import Param, dag
 
-from pipeline.airflow_tasks import crawl_tasks, schedule, settings
+from pipeline.airflow_tasks import crawl_tasks, dag_args, settings
 
 config = settings()
 
 
 @dag(
-    schedule=schedule(config.crawl.schedule),
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
-    catchup=False,
-    max_active_runs=1,  # crawls of one home share its crawl state
-    tags=["crystalline"],
+    **dag_args(config.crawl.schedule),
     params={
         "seeds": Param(config.crawl.seed_list, type="array", items={"type": "string"},
                        description="seed URLs, or files of them on the workers "

@@ -3,22 +3,14 @@ every shard with champion's tokenizer; it becomes champion only through the same
 update. Nothing to do when champion, or a retrain against it, already covers every shard.
 """
 
-from datetime import datetime, timezone
-
 from airflow.sdk import dag
 
-from pipeline.airflow_tasks import schedule, settings, training_tasks
+from pipeline.airflow_tasks import dag_args, settings, training_tasks
 
 config = settings()
 
 
-@dag(
-    schedule=schedule(config.continual.retrain_schedule),
-    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
-    catchup=False,
-    max_active_runs=1,
-    tags=["crystalline"],
-)
+@dag(**dag_args(config.continual.retrain_schedule))
 def nightly_retrain():
     training_tasks(config, "retrain")
 

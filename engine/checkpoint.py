@@ -7,14 +7,14 @@
     training_state.json    step, tokens seen, schedule, the training settings
     metrics.json           losses
 
-It is written whole into a sibling temporary directory and swapped in by renames, so a
-reader (or a run killed midway) sees the old version or the new one, never a mix.
+It is written whole into a sibling temporary directory, synced and swapped in by renames
+(core/files.py `atomic_dir`), so a reader, a run killed midway or a power cut sees the old
+version or the new one, never a mix.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,7 +22,8 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from engine.errors import UserError
+from core.errors import UserError
+from core.files import atomic_dir, recover_dir
 from engine.config import GPTConfig
 from engine.model import parameter_shapes
 from engine.tokenizer import Tokenizer
@@ -46,34 +47,18 @@ class Model:
 
 def save_checkpoint(out: Path, config: GPTConfig, params: dict, optimizer_state: dict,
                     tokenizer: Tokenizer, state: dict, metrics: dict) -> None:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    (tmp / "config.json").write_text(json.dumps(asdict(config), indent=2))
-    save_file({k: to_numpy(v) for k, v in params.items()}, tmp / "model.safetensors")
-    save_file({k: to_numpy(v) for k, v in optimizer_state.items()}, tmp / "optimizer.safetensors")
-    tokenizer.save(tmp / "tokenizer.json")
-    (tmp / "training_state.json").write_text(json.dumps(state, indent=2))
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    old = out.with_name(f".{out.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def recover(path: Path) -> None:
-    """Finish a swap that a kill interrupted between its two renames."""
-    old = path.with_name(f".{path.name}.old")
-    if not path.exists() and old.is_dir():
-        old.rename(path)
+    with atomic_dir(Path(out)) as tmp:
+        (tmp / "config.json").write_text(json.dumps(asdict(config), indent=2))
+        save_file({k: to_numpy(v) for k, v in params.items()}, tmp / "model.safetensors")
+        save_file({k: to_numpy(v) for k, v in optimizer_state.items()},
+                  tmp / "optimizer.safetensors")
+        (tmp / "tokenizer.json").write_text(tokenizer.json_text, encoding="utf-8")
+        (tmp / "training_state.json").write_text(json.dumps(state, indent=2))
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
 
 def is_checkpoint(path: Path) -> bool:
-    recover(path)
+    recover_dir(path)
     return (path / "config.json").is_file()
 
 
@@ -105,7 +90,7 @@ def load_model(path: Path, dtype=np.float32) -> Model:
     if not path.is_dir():
         raise UserError(f"model directory {path} does not exist: pass a directory written by "
                         "`cllm train` or `cllm models pull`")
-    recover(path)
+    recover_dir(path)
     raw = _read_json(path / "config.json")
     try:
         config = GPTConfig(**raw)
@@ -128,6 +113,11 @@ def load_model(path: Path, dtype=np.float32) -> Model:
     metrics = _read_json(path / "metrics.json")
     return Model(path=path, config=config, params=params, tokenizer=tokenizer, state=state,
                  metrics=metrics)
+
+
+def read_training_state(path: Path) -> dict:
+    """A model version's training_state.json alone: its step, schedule and settings."""
+    return _read_json(Path(path) / "training_state.json")
 
 
 def load_optimizer_state(path: Path) -> dict:

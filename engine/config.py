@@ -1,11 +1,11 @@
-"""The model's and the training's settings: plain dataclasses with no heavy imports, so the
-configuration (pipeline/config.py) loads anywhere, an Airflow DAG file's parse included."""
+"""The `[model]` and `[train]` sections: plain dataclasses with no heavy imports, so the
+configuration loads anywhere, an Airflow DAG file's parse included."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from engine.errors import UserError
+from core.errors import UserError
 
 
 @dataclass

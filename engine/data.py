@@ -1,10 +1,19 @@
-"""Training data: documents from text files, folders or Parquet shards; token arrays on disk;
-random windows drawn from them.
+"""Training data: documents from text files, folders or Parquet files; the token cache that
+encodes each file once per tokenizer; random windows drawn from the tokens.
 
 Every document is encoded and followed by the end-of-text token. The held-out split is
 stable: a document's tokens are cut into segments of `SEGMENT` tokens, and a segment is
 held out when the hash of (document, segment number) says so. Small documents are thus
 held out whole, and a corpus of a few long files still gets a spread-out validation set.
+A document is keyed by the sha256 of its text, which is a shard's `doc_id`.
+
+The token cache keeps each file's two arrays, memory-mapped ever after:
+
+    <cache>/<tokenizer sha256[:16]>/<file sha256[:16]>-v<val_fraction>/train.bin val.bin meta.json
+
+keyed by the file's content, so a moved or renamed file still finds its arrays, and a
+tokenizer of another lineage never reads them. `cllm train --data` and every
+continuous-learning plan take their tokens from it.
 
 The batch of a step is a pure function of (seed, step), so a resumed run draws exactly the
 windows an uninterrupted one would.
@@ -14,19 +23,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.errors import UserError
+from core.errors import UserError
+from core.files import atomic_dir
+from core.shards import is_parquet
 
 SEGMENT = 2048
-PARQUET_MAGIC = b"PAR1"
+
+
+# --- documents ---------------------------------------------------------------------------
 
 
 def list_files(paths: list[Path]) -> list[Path]:
@@ -48,11 +61,6 @@ def list_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def is_parquet(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(4) == PARQUET_MAGIC
-
-
 def read_text_file(path: Path) -> str:
     raw = path.read_bytes()
     if b"\x00" in raw[:65536]:
@@ -71,22 +79,27 @@ def read_parquet_texts(path: Path) -> list[str]:
     except (pa.ArrowInvalid, OSError) as e:
         raise UserError(f"Parquet shard {path} cannot be read ({e}): it is broken or has no "
                         "'text' column") from None
-    if not pa.types.is_string(table.schema.field("text").type) and not pa.types.is_large_string(
-        table.schema.field("text").type
-    ):
+    kind = table.schema.field("text").type
+    if not pa.types.is_string(kind) and not pa.types.is_large_string(kind):
         raise UserError(f"Parquet shard {path}: column 'text' is not a string column")
     return [t for t in table.column("text").to_pylist() if t]
 
 
+def read_documents(path: Path) -> list[str]:
+    """A file's documents: one per Parquet row, or the whole of a text file."""
+    if is_parquet(path):
+        return read_parquet_texts(path)
+    text = read_text_file(path)
+    return [text] if text.strip() else []
+
+
 def iter_documents(paths: list[Path]) -> Iterator[str]:
-    """Every document under `paths`: one per text file, one per Parquet row."""
+    """Every document under `paths`."""
     for path in list_files(paths):
-        if is_parquet(path):
-            yield from read_parquet_texts(path)
-        else:
-            text = read_text_file(path)
-            if text.strip():
-                yield text
+        yield from read_documents(path)
+
+
+# --- tokens ------------------------------------------------------------------------------
 
 
 def is_held_out(document_key: bytes, segment: int, val_fraction: float) -> bool:
@@ -94,13 +107,9 @@ def is_held_out(document_key: bytes, segment: int, val_fraction: float) -> bool:
     return int.from_bytes(digest[:8], "little") / 2**64 < val_fraction
 
 
-def token_dtype(vocab_size: int):
-    return np.uint16 if vocab_size <= 2**16 else np.uint32
-
-
 def split_tokens(documents: list[str], tokenizer, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """Encode the documents and split their tokens into train and held-out arrays."""
-    dtype = token_dtype(tokenizer.vocab_size)
+    dtype = tokenizer.dtype
     train_parts, val_parts = [], []
     for doc, ids in zip(documents, tokenizer.encode_batch(documents), strict=True):
         ids = np.asarray(ids + [tokenizer.eot_id], dtype=dtype)
@@ -108,61 +117,87 @@ def split_tokens(documents: list[str], tokenizer, val_fraction: float) -> tuple[
         for n, start in enumerate(range(0, len(ids), SEGMENT)):
             target = val_parts if is_held_out(key, n, val_fraction) else train_parts
             target.append(ids[start : start + SEGMENT])
-    join = lambda parts: np.concatenate(parts) if parts else np.zeros(0, dtype)  # noqa: E731
-    return join(train_parts), join(val_parts)
+    return concat(train_parts, dtype), concat(val_parts, dtype)
 
 
-def write_array(path: Path, array: np.ndarray) -> None:
-    """A raw token array, written under a temporary name and renamed when complete."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    array.tofile(tmp)
-    tmp.replace(path)
+def concat(arrays: list[np.ndarray], dtype) -> np.ndarray:
+    """One array of several token arrays (each already ends its documents with EOT)."""
+    return np.concatenate(arrays) if arrays else np.zeros(0, dtype)
 
 
 @dataclass
 class TokenData:
-    train: np.ndarray  # memory-mapped token arrays
+    """What a training draws its windows from, and evaluates on."""
+
+    train: np.ndarray
     val: np.ndarray
 
-    @classmethod
-    def open(cls, folder: Path) -> TokenData:
-        meta = json.loads((folder / "meta.json").read_text())
-        dtype = np.dtype(meta["dtype"])
-        mm = lambda name: np.memmap(folder / name, dtype=dtype, mode="r")  # noqa: E731
-        return cls(train=mm("train.bin"), val=mm("val.bin"))
+    def require(self, needed: int, what: str, hint: str) -> None:
+        """A UserError unless both splits hold at least `needed` tokens."""
+        if len(self.train) < needed or len(self.val) < needed:
+            raise UserError(f"{what} too short: {len(self.train)} training and {len(self.val)} "
+                            f"held-out tokens, but training needs {needed}: {hint}")
 
 
-def data_fingerprint(files: list[Path]) -> str:
-    h = hashlib.sha256()
-    for f in files:
-        st = f.stat()
-        h.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
+@dataclass
+class FileTokens:
+    """One file's tokens: memory-mapped from the cache, or (`pending`) just encoded, to be
+    written by `TokenCache.save`."""
+
+    folder: Path
+    train: np.ndarray
+    val: np.ndarray
+    meta: dict = field(default_factory=dict)
+    pending: bool = False
 
 
-def build_token_cache(files: list[Path], documents: list[str], tokenizer, cache_root: Path,
-                      val_fraction: float, min_tokens: int) -> Path:
-    """Encode once and keep the arrays under cache_root/<tokenizer>/<data>/; reuse after.
+class TokenCache:
+    def __init__(self, root: Path):
+        self.root = Path(root)
 
-    Checks the corpus is long enough before anything is written.
-    """
-    folder = cache_root / tokenizer.sha256[:16] / f"{data_fingerprint(files)}-v{val_fraction}"
-    if (folder / "meta.json").is_file():
-        return folder
-    train, val = split_tokens(documents, tokenizer, val_fraction)
-    if len(train) < min_tokens or len(val) < min_tokens:
-        raise UserError(
-            f"the data is too short: {len(train)} training and {len(val)} held-out tokens, "
-            f"but one window needs {min_tokens}: add text or lower --seq-len"
-        )
-    folder.mkdir(parents=True, exist_ok=True)
-    write_array(folder / "train.bin", train)
-    write_array(folder / "val.bin", val)
-    meta = {"dtype": np.dtype(train.dtype).name, "train_tokens": len(train), "val_tokens": len(val),
-            "tokenizer_sha256": tokenizer.sha256, "files": [str(f) for f in files]}
-    (folder / "meta.json.tmp").write_text(json.dumps(meta, indent=2))
-    (folder / "meta.json.tmp").replace(folder / "meta.json")
-    return folder
+    def folder(self, tokenizer_sha256: str, file_sha256: str, val_fraction: float) -> Path:
+        return self.root / tokenizer_sha256[:16] / f"{file_sha256[:16]}-v{val_fraction}"
+
+    def tokens(self, path: Path, sha256: str, tokenizer, val_fraction: float) -> FileTokens:
+        """The file's tokens, from the cache or encoded now (then pending until `save`)."""
+        folder = self.folder(tokenizer.sha256, sha256, val_fraction)
+        if (folder / "meta.json").is_file():
+            meta = json.loads((folder / "meta.json").read_text())
+            return FileTokens(folder, _open(folder / "train.bin", meta["dtype"], meta["train_tokens"]),
+                              _open(folder / "val.bin", meta["dtype"], meta["val_tokens"]), meta)
+        began = time.perf_counter()
+        documents = read_documents(path)
+        train, val = split_tokens(documents, tokenizer, val_fraction)
+        meta = {"source": str(path), "documents": len(documents),
+                "dtype": np.dtype(train.dtype).name, "train_tokens": len(train),
+                "val_tokens": len(val), "bytes": sum(len(d.encode("utf-8")) for d in documents),
+                "encode_seconds": round(time.perf_counter() - began, 4),
+                "tokenizer_sha256": tokenizer.sha256}
+        return FileTokens(folder, train, val, meta, pending=True)
+
+    def save(self, entries: list[FileTokens]) -> None:
+        """Write the entries encoded just now; each appears whole or not at all, and one that
+        another process wrote first is kept."""
+        for entry in entries:
+            if not entry.pending:
+                continue
+            with atomic_dir(entry.folder, replace=False) as tmp:
+                entry.train.tofile(tmp / "train.bin")
+                entry.val.tofile(tmp / "val.bin")
+                (tmp / "meta.json").write_text(json.dumps(entry.meta, indent=2))
+            entry.pending = False
+
+    def entries(self) -> list[dict]:
+        """The meta of every entry in the cache (what was encoded, how fast)."""
+        return [json.loads(p.read_text()) for p in sorted(self.root.glob("*/*/meta.json"))]
+
+
+def _open(path: Path, dtype: str, length: int) -> np.ndarray:
+    # np.memmap refuses an empty file; a file whose documents are all held out has one
+    return np.memmap(path, dtype=dtype, mode="r") if length else np.zeros(0, dtype)
+
+
+# --- windows -----------------------------------------------------------------------------
 
 
 def batch_starts(n_tokens: int, seq_len: int, batch_size: int, seed: int, step: int,

@@ -1,5 +1,5 @@
-"""Hierarchical data-parallel training on MPI (mpi4py): the ranks, their groups, the gradient
-reduction, and the launcher behind `cllm train --workers N`.
+"""Hierarchical data-parallel training on MPI (mpi4py): the ranks, their groups and the
+gradient reduction. (Starting and ending an MPI job: engine/launcher.py.)
 
 Rank 0 is the root: only it logs, evaluates and writes checkpoints. The ranks form level-1
 groups, one per machine by default (MPI's COMM_TYPE_SHARED split), or of `group_size`
@@ -24,27 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
-import os
-import re
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
-import traceback
-from pathlib import Path
 
 import numpy as np
 
-from engine.errors import UserError
-
-# The launcher and its ranks share a scratch folder: each rank writes its pid there (to name
-# a rank that was killed) and, when it fails, why (so the launcher prints one line).
-RUN_DIR_ENV = "CRYSTALLINE_MPI_RUN_DIR"
-# Tests only: "RANK:STEP" makes that rank raise an exception at that step.
-FAULT_ENV = "CRYSTALLINE_TEST_FAULT"
-EXIT_WORKER_FAILED = 3  # a rank died or raised; 2 stays "bad input", 130 "interrupted"
+from core.errors import UserError
 
 
 class Stopped(KeyboardInterrupt):
@@ -245,173 +228,12 @@ def worker_times(table: np.ndarray, steps: int | None = None) -> dict:
     return fields
 
 
-def inject_fault(world: Topology, step: int) -> None:
-    """Tests only: raise in the rank and at the step named by $CRYSTALLINE_TEST_FAULT."""
-    if os.environ.get(FAULT_ENV) == f"{world.rank}:{step}":
-        raise RuntimeError(f"fault injected by {FAULT_ENV} at step {step}")
-
-
-# --- running a rank ---------------------------------------------------------------------
-
-
-def connect(group_size: int | None) -> World:
-    """Join the MPI job this process was started in (by `launch` or by hand with mpiexec)."""
-    from mpi4py import MPI
-
-    run_dir = os.environ.get(RUN_DIR_ENV)
-    if run_dir:  # first, so that the launcher can name this rank if it dies setting up
-        (Path(run_dir) / f"rank-{MPI.COMM_WORLD.Get_rank()}.pid").write_text(str(os.getpid()))
-    return World(group_size)
-
-
-def report(rank: int, kind: str, message: str) -> None:
-    """Say why this rank ends: to the launcher's folder if there is one, else on stderr."""
-    run_dir = os.environ.get(RUN_DIR_ENV)
-    if run_dir:
-        path = Path(run_dir) / f"rank-{rank}.json"
-        path.write_text(json.dumps({"rank": rank, "kind": kind, "message": message}))
-    elif kind == "interrupted":
-        print(f"cllm train: interrupted: {message}", file=sys.stderr, flush=True)
-    else:
-        print(f"cllm train: error: rank {rank}: {message}", file=sys.stderr, flush=True)
-
-
-def run_rank(group_size: int | None, work) -> int:
-    """Run `work(world)` as one rank; any failure of a rank ends the whole job.
-
-    Once MPI is initialised, a rank that ends alone leaves the others blocked in their next
-    collective call for ever (and itself in MPI_Finalize), so a rank that fails reports and
-    calls MPI_Abort, which makes mpiexec kill every rank. Returns the exit status.
-    """
-    try:
-        from mpi4py import MPI  # initialises MPI
-
-        work(connect(group_size))
-        return 0
-    except Stopped as e:  # every rank stopped after the same step, the root checkpointed
-        if MPI.COMM_WORLD.Get_rank() == 0:
-            report(0, "interrupted", str(e))
-            return 130
-        return 0
-    except KeyboardInterrupt:  # a signal while setting up
-        kind, message, code = "interrupted", "while setting up, before the first step", 130
-    except UserError as e:
-        kind, message, code = "user", str(e), 2
-    except Exception as e:
-        from mpi4py import MPI
-
-        # an MPI error is most often the echo of another rank's death, not a cause of its own
-        kind = "mpi" if isinstance(e, MPI.Exception) else "crash"
-        if kind == "crash":
-            traceback.print_exc()
-        message, code = " ".join(f"{type(e).__name__}: {e}".split()), EXIT_WORKER_FAILED
-
-    report(MPI.COMM_WORLD.Get_rank(), kind, message)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    MPI.COMM_WORLD.Abort(code)
-    return code  # not reached: Abort ends the process
-
-
-# --- launching --------------------------------------------------------------------------
-
-# What MPICH's mpiexec (hydra) prints when a rank dies; the launcher says it in one line.
-HYDRA_NOISE = re.compile(
-    r"^(=+|=\s.*|YOUR APPLICATION TERMINATED.*|This typically refers to a problem.*"
-    r"|Please see the FAQ page.*|\[mpiexec@.*|Abort\(\d+\) on node .*|\s*)$"
-)
-
-
-def _die_with_parent() -> None:
-    """mpiexec gets SIGTERM (a clean stop of every rank) if the launcher is killed outright."""
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _forward(stream, sink, noise: list) -> None:
-    for line in stream:
-        if HYDRA_NOISE.match(line.rstrip("\n")):
-            noise.append(line)
-        else:
-            sink.write(line)
-            sink.flush()
-
-
-def launch(workers: int, worker_argv: list[str], threads: int,
-           env: dict | None = None) -> tuple[int, str | None]:
-    """Run `python -m pipeline.cli <worker_argv>` as `workers` MPI ranks and wait.
-
-    Returns (exit status, one-line message or None). Ctrl-C and SIGTERM are passed to mpiexec,
-    which passes them to every rank: the ranks finish the step, the root checkpoints.
-    """
-    mpiexec = Path(sys.executable).with_name("mpiexec")
-    if not mpiexec.exists():
-        raise UserError(f"{mpiexec} not found: install the MPI runtime (pip install mpich) "
-                        "or train with --workers 1")
-    threads_env = {name: str(threads) for name in
-                   ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                    "NUMBA_NUM_THREADS")}
-    with tempfile.TemporaryDirectory(prefix="cllm-mpi-") as run_dir:
-        env = os.environ | threads_env | (env or {}) | {RUN_DIR_ENV: run_dir}
-        command = [str(mpiexec), "-n", str(workers), sys.executable, "-m", "pipeline.cli",
-                   *worker_argv]
-        # its own session: a Ctrl-C on the terminal reaches mpiexec once, through us
-        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True, preexec_fn=_die_with_parent)
-        noise: list[str] = []
-        pumps = [threading.Thread(target=_forward, args=(proc.stdout, sys.stdout, noise)),
-                 threading.Thread(target=_forward, args=(proc.stderr, sys.stderr, noise))]
-        for pump in pumps:
-            pump.start()
-        previous = {sig: signal.signal(sig, lambda signum, frame: proc.send_signal(signum))
-                    for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            status = proc.wait()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            for pump in pumps:
-                pump.join()
-        return explain(status, Path(run_dir), noise)
-
-
-def explain(status: int, run_dir: Path, noise: list[str]) -> tuple[int, str | None]:
-    """The job's exit status and its one-line reason, from what the ranks left behind."""
-    if status == 0:
-        return 0, None
-    reports = sorted((json.loads(p.read_text()) for p in run_dir.glob("rank-*.json")),
-                     key=lambda r: r["rank"])
-    for kind, code in (("user", 2), ("interrupted", 130), ("crash", EXIT_WORKER_FAILED)):
-        for r in reports:
-            if r["kind"] == kind:
-                prefix = "" if kind != "crash" else f"worker rank {r['rank']} failed: "
-                return code, prefix + r["message"]
-    # no rank failed of itself: one was killed (SIGKILL, the out-of-memory killer, a crash in
-    # C), and ranks that were waiting on it may have reported the broken communication
-    hydra = "".join(noise)
-    pid = re.search(r"PID (\d+) RUNNING AT", hydra)
-    pids = {int(p.read_text()): int(p.stem.split("-")[1]) for p in run_dir.glob("rank-*.pid")}
-    if not pid:  # a rank that saw the death aborted first, so mpiexec names no one
-        silent = sorted(set(pids.values()) - {r["rank"] for r in reports})
-        if reports and silent:
-            rank = silent[0]
-            pid_of = {r: p for p, r in pids.items()}
-            return EXIT_WORKER_FAILED, (
-                f"worker rank {rank} (pid {pid_of[rank]}) died without a word (killed by a "
-                "signal such as SIGKILL, out of memory, or a crash in C); the job was stopped")
-        for r in reports:  # kind "mpi"
-            return EXIT_WORKER_FAILED, f"worker rank {r['rank']} failed: {r['message']}"
-        return EXIT_WORKER_FAILED, f"the MPI job ended with status {status}"
-    rank = pids.get(int(pid.group(1)))
-    who = f"worker rank {rank}" if rank is not None else "a worker"
-    killed = re.search(r"\(signal (\d+)\)", hydra)
-    if killed:
-        number = int(killed.group(1))
-        how = f"was killed by signal {number} ({signal.Signals(number).name}"
-        how += ": killed, or out of memory)" if number == signal.SIGKILL else ")"
-    else:
-        code = re.search(r"EXIT CODE: (\d+)", hydra)
-        how = f"exited with status {code.group(1) if code else '?'}"
-    return EXIT_WORKER_FAILED, f"{who} (pid {pid.group(1)}) {how}; the job was stopped"
+def parse_worker_states(text: str | None) -> list[dict]:
+    """The `workers` field of `worker_times` (`0:c90/w4/r6 1:c94/w0/r6`) as rows: each rank's
+    share of the step computing, waiting for the slowest, and reducing, in percent."""
+    rows = []
+    for item in (text or "").split():
+        rank, shares = item.split(":", 1)
+        compute, wait, reduce = (int(s[1:]) for s in shares.split("/"))
+        rows.append({"rank": int(rank), "compute": compute, "wait": wait, "reduce": reduce})
+    return rows

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.checkpoint import Model
-from engine.errors import UserError
+from core.errors import UserError
 from engine.model import KVCache, forward_cached
 from engine.xp import to_numpy
 

@@ -1,56 +1,14 @@
-"""Progress for long work: a bar on a terminal, periodic log events everywhere else; and a
-training's live-progress file for other processes to read."""
+"""A training's live-progress file, for other processes to follow (the web application's
+Training tab, the demo): written by the trainer's root rank, read by `read_progress`."""
+
+from __future__ import annotations
 
 import json
-import sys
+import os
 import time
 from pathlib import Path
 
-import structlog
-from tqdm import tqdm
-
-log = structlog.get_logger()
-
-
-class Progress:
-    """`update(n, **fields)` advances by n; the fields (loss, tokens/s, ...) go on the bar
-    or into an `event` log line at most every `log_every` seconds when not on a terminal."""
-
-    def __init__(self, total: int, desc: str, event: str, initial: int = 0,
-                 unit: str = "it", log_every: float = 10.0, enabled: bool = True):
-        self.total, self.event, self.log_every = total, event, log_every
-        self.enabled = enabled
-        self.count = initial
-        self.started = time.monotonic()
-        self.last_log = self.started
-        self.bar = None
-        if enabled and sys.stderr.isatty():
-            self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit,
-                            dynamic_ncols=True, file=sys.stderr)
-
-    def update(self, n: int = 1, **fields) -> None:
-        self.count += n
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.set_postfix(fields, refresh=False)
-            self.bar.update(n)
-            return
-        now = time.monotonic()
-        if now - self.last_log >= self.log_every or self.count >= self.total:
-            self.last_log = now
-            log.info(self.event, done=self.count, total=self.total, **fields)
-
-    def write(self, message: str) -> None:
-        """A line that does not break the bar."""
-        if self.bar is not None:
-            self.bar.write(message, file=sys.stderr)
-        elif self.enabled:
-            print(message, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+from engine.distributed import parse_worker_states
 
 
 def progress_path(out: Path) -> Path:
@@ -71,7 +29,7 @@ class ProgressFile:
         eval   step, train_loss, val_loss
         end    step, status (finished, stopped, failed), message
         registered  version (name/number), promoted: added by the continuous-learning step
-               that registered the model (pipeline/continual.py), which keeps the file
+               that registered the model (pipeline/publish.py), which keeps the file
 
     A new model starts the file afresh; a resumed one appends to it. Only the root writes.
     """
@@ -96,3 +54,54 @@ class ProgressFile:
         if self.file is not None:
             self.file.close()
             self.file = None
+
+
+def read_progress(path: Path) -> dict:
+    """What a live-progress file says of its training: status (running, finished, stopped,
+    failed, killed, registered), the last step's figures, the loss per step and the
+    evaluations."""
+    train, evals, start, last, end, registered = [], [], {}, {}, None, None
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the line the trainer is writing right now
+            event = record.get("event")
+            if event == "start":
+                start, end = record, None
+            elif event == "step":
+                train.append([record["step"], record["loss"]])
+                last = record
+            elif event == "eval":
+                evals.append([record["step"], record["train_loss"], record["val_loss"]])
+            elif event == "end":
+                end = record
+            elif event == "registered":
+                registered = record
+    if registered is not None:
+        status = "registered"
+        message = "champion" if registered["promoted"] else "gate refused: champion stays"
+    elif end is not None:
+        status, message = end["status"], end.get("message", "")
+    elif start and _alive(start["pid"]):
+        status, message = "running", ""
+    else:
+        status, message = "killed", "the trainer ended without a final record (killed?)"
+    return {"version": registered["version"] if registered else None, "status": status,
+            "message": message, "step": last.get("step", start.get("step", 0)),
+            "steps": start.get("steps"), "workers": start.get("workers", 1),
+            "tokens_per_s": last.get("tokens_per_s"),
+            "eta_s": last.get("eta_s") if status == "running" else None,
+            "comm": last.get("comm"), "worker_states": parse_worker_states(last.get("workers")),
+            "updated": last.get("time", start.get("time")), "train": train, "evals": evals}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True

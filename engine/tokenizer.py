@@ -10,10 +10,12 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from engine.errors import UserError
+from core.errors import UserError
+from core.files import write_text
 
 EOT = "<|endoftext|>"
 
@@ -53,21 +55,23 @@ class Tokenizer:
         return cls(hf, hf.to_str())
 
     @classmethod
+    def from_json(cls, text: str) -> Tokenizer:
+        return cls(HFTokenizer.from_str(text), text)
+
+    @classmethod
     def load(cls, path: Path) -> Tokenizer:
         try:
-            text = path.read_text(encoding="utf-8")
-            hf = HFTokenizer.from_str(text)
+            return cls.from_json(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise UserError(f"tokenizer {path} does not exist") from None
+        except UserError:
+            raise
         except Exception as e:  # tokenizers raises a bare Exception on bad JSON
             raise UserError(f"tokenizer {path} is not a valid tokenizer.json ({e}): "
                             "train a new one with `cllm tokenize train`") from None
-        return cls(hf, text)
 
     def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.json_text, encoding="utf-8")
-        tmp.replace(path)
+        write_text(path, self.json_text)
 
     @property
     def sha256(self) -> str:
@@ -76,6 +80,11 @@ class Tokenizer:
     @property
     def vocab_size(self) -> int:
         return self.hf.get_vocab_size()
+
+    @property
+    def dtype(self):
+        """The smallest unsigned integer type that holds every token id."""
+        return np.uint16 if self.vocab_size <= 2**16 else np.uint32
 
     def encode(self, text: str) -> list[int]:
         return self.hf.encode(text).ids

@@ -1,17 +1,16 @@
-"""The training loop: random windows, AdamW, evaluation, checkpoints, resume.
+"""Training: where it starts (`init_from`), then the loop (`train`): random windows, AdamW,
+evaluation, checkpoints.
 
-`train` is what `cllm train` runs: it reads the data, trains (or, with `resume`, loads) the
-tokenizer, caches the token arrays and calls `run_training`, the loop itself, which the
-continuous-learning update also calls to continue a registered model.
-
-Both take a `world` (engine/distributed.py): `Solo()` for one worker in-process, or one rank
-of an MPI job. Every rank runs the same loop on its own share of each step's windows; the
+`cllm train --data` (`train_files`) and every continuous-learning plan (pipeline/training.py)
+start the same way and run the same loop; only their data differs. Both take a `world`
+(engine/distributed.py): `Solo()` for one worker in-process, or one rank of an MPI job. Every rank runs the same loop on its own share of each step's windows; the
 gradients are summed across ranks before the optimizer step, so all ranks keep identical
 parameters; only the root logs, evaluates and writes checkpoints.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -24,26 +23,30 @@ import numpy as np
 import structlog
 from threadpoolctl import threadpool_limits
 
+from core.errors import UserError
+from core.files import file_sha256
+from core.progress import Progress
 from engine.checkpoint import is_checkpoint, load_model, load_optimizer_state, save_checkpoint
+from engine.config import GPTConfig, TrainConfig
 from engine.data import (
+    TokenCache,
     TokenData,
     batch_starts,
-    build_token_cache,
-    iter_documents,
+    concat,
     list_files,
+    read_documents,
     windows,
 )
-from engine.distributed import Solo, Stopped, Topology, inject_fault, worker_times
-from engine.errors import UserError
-from engine.config import GPTConfig, TrainConfig
+from engine.distributed import Solo, Stopped, Topology, worker_times
 from engine.model import init_params, loss_and_grads, loss_only, ops, parameter_shapes
 from engine.optim import AdamW, Schedule, clip_grad_norm
-from engine.progress import Progress, ProgressFile, progress_path
+from engine.progress import ProgressFile, progress_path
 from engine.tokenizer import Tokenizer
-from tokenizers import Tokenizer as HFTokenizer
 
 log = structlog.get_logger()
 EVAL_SEED = 0xE7A1  # evaluation windows differ from every training step's
+# Tests only: "RANK:STEP" makes that rank raise an exception at that step.
+FAULT_ENV = "CRYSTALLINE_TEST_FAULT"
 
 
 @dataclass
@@ -56,63 +59,103 @@ class TrainResult:
     history: list = field(default_factory=list)
 
 
-def train(paths: list[Path], out: Path, model_config: GPTConfig, cfg: TrainConfig,
-          cache_root: Path, resume: bool = False, world: Topology | None = None) -> TrainResult:
-    """Train a new model on `paths` into the model directory `out`, or continue it.
+@dataclass
+class Start:
+    """Where a training begins: the model, its optimizer and schedule, the step reached."""
 
-    Token arrays are cached under `cache_root`, keyed by tokenizer and data. With several
-    ranks, every rank reads the same paths (a shared filesystem across machines).
+    config: GPTConfig
+    tokenizer: Tokenizer
+    params: dict
+    optimizer: AdamW
+    schedule: Schedule
+    state: dict  # step, tokens_seen (and the rest of a resumed checkpoint's state)
+    metrics: dict  # a resumed run's loss history, to go on with
+
+
+def init_from(source: str | Path, out: Path, cfg: TrainConfig, tokenizer: Tokenizer | None = None,
+              model_config: GPTConfig | None = None, world: Topology | None = None) -> Start:
+    """The one place a training chooses its start (nanoGPT's `init_from`):
+
+    - "scratch": a new model of `model_config`'s shape for `tokenizer`, its context
+      `cfg.seq_len`, initialised from `cfg.seed`; warm-up and decay over steps 0 to `cfg.steps`.
+    - "resume": the checkpoint in `out`, a run that stopped before its end. The resume rule:
+      weights, moments and step come from the checkpoint and so does the schedule's start,
+      warm-up and learning rates; its decay ends at `cfg.steps`. Resumed with the steps it
+      was started with, a run ends exactly where an uninterrupted one would; with more steps,
+      its decay stretches to the new end.
+    - a model directory: continue that model (a registered parent) on new data: its weights
+      and moments, and a re-warmed schedule from its step to `cfg.steps` (Ibrahim et al.,
+      2024: a fresh warm-up and decay for continual pre-training).
     """
+    world = world or Solo()
+    if source == "scratch":
+        config = dataclasses.replace(model_config, block_size=cfg.seq_len,
+                                     vocab_size=tokenizer.vocab_size)
+        config.validate()
+        params = init_params(config, seed=cfg.seed)
+        schedule = Schedule.rewarm(0, cfg.steps, cfg.lr, cfg.min_lr, cfg.warmup_steps)
+        return Start(config, tokenizer, params, make_optimizer(params, cfg), schedule,
+                     {"step": 0, "tokens_seen": 0}, {})
+    resuming = source == "resume"
+    path = out if resuming else Path(source)
+    with world.root_first():  # reading may finish a swap a kill interrupted: one rank does
+        if resuming and not is_checkpoint(out):
+            raise UserError(f"--resume: {out} holds no checkpoint to resume; drop --resume "
+                            "to start a new model there")
+        model = load_model(path)
+    step = model.state["step"]
+    if cfg.seq_len > model.config.block_size:
+        raise UserError(f"--seq-len {cfg.seq_len} is longer than the model's context "
+                        f"{model.config.block_size}")
+    optimizer = make_optimizer(model.params, cfg)
+    optimizer.load_state(load_optimizer_state(path), step)
+    if resuming:
+        schedule = dataclasses.replace(Schedule(**model.state["schedule"]), end=cfg.steps)
+        state, metrics = model.state, model.metrics
+    else:
+        schedule = Schedule.rewarm(step, cfg.steps - step, cfg.lr, cfg.min_lr, cfg.warmup_steps)
+        state, metrics = {"step": step, "tokens_seen": model.state["tokens_seen"]}, {}
+    return Start(model.config, model.tokenizer, model.params, optimizer, schedule, state, metrics)
+
+
+def train_files(paths: list[Path], out: Path, model_config: GPTConfig, cfg: TrainConfig,
+                cache: TokenCache, resume: bool = False,
+                world: Topology | None = None) -> TrainResult:
+    """`cllm train --data`: a new model on text files, folders or Parquet files into the
+    model directory `out` (a tokenizer trained on them first), or, with `resume`, the one
+    there continued. With several ranks, every rank reads the same paths (a shared
+    filesystem across machines)."""
     world = world or Solo()
     cfg.validate()
     files = list_files(paths)
-    documents = list(iter_documents(files))
-    if not documents:
-        raise UserError(f"the data ({', '.join(map(str, paths))}) holds no text")
     if resume:
-        with world.root_first():  # reading may finish a swap a kill interrupted: one rank does
-            if not is_checkpoint(out):
-                raise UserError(f"--resume: {out} holds no checkpoint to resume; drop --resume "
-                                "to start a new model there")
-            model = load_model(out)
-        tokenizer, model_config = model.tokenizer, model.config
+        start = init_from("resume", out, cfg, world=world)
     else:
         if out.exists() and any(out.iterdir()):
             raise UserError(f"{out} already exists and is not empty: pass --resume to continue "
                             "the model there, or choose a new --out")
-        model_config.block_size = cfg.seq_len
         model_config.validate()
+        documents = [doc for f in files for doc in read_documents(f)]
+        if not documents:
+            raise UserError(f"the data ({', '.join(map(str, paths))}) holds no text")
         # BPE training is slow and need not be deterministic: the root trains, the rest copy
         if world.is_root:
             log.info("tokenizer_train", documents=len(documents), vocab_size=cfg.vocab_size)
-        tokenizer_json = world.share_text(
-            Tokenizer.train(documents, cfg.vocab_size).json_text if world.is_root else None)
-        tokenizer = Tokenizer(HFTokenizer.from_str(tokenizer_json), tokenizer_json)
-        model_config.vocab_size = tokenizer.vocab_size
-    if cfg.seq_len > model_config.block_size:
-        raise UserError(f"--seq-len {cfg.seq_len} is longer than the model's context "
-                        f"{model_config.block_size}")
+        tokenizer = Tokenizer.from_json(world.share_text(
+            Tokenizer.train(documents, cfg.vocab_size).json_text if world.is_root else None))
+        start = init_from("scratch", out, cfg, tokenizer, model_config)
     with world.root_first():  # the root writes the token cache, the others then find it
-        cache = build_token_cache(files, documents, tokenizer, cache_root,
-                                  cfg.val_fraction, min_tokens=cfg.seq_len + 1)
-    data = TokenData.open(cache)
+        entries = [cache.tokens(f, file_sha256(f), start.tokenizer, cfg.val_fraction)
+                   for f in files]
+        data = TokenData(concat([e.train for e in entries], start.tokenizer.dtype),
+                         concat([e.val for e in entries], start.tokenizer.dtype))
+        data.require(cfg.seq_len + cfg.batch_size + 1, "the data is",
+                     "add text or lower --seq-len")
+        cache.save(entries)
     if world.is_root:
-        log.info("data", train_tokens=len(data.train), val_tokens=len(data.val), cache=str(cache))
-
-    if resume:
-        params = model.params
-        optimizer = make_optimizer(params, cfg)
-        optimizer.load_state(load_optimizer_state(out), model.state["step"])
-        schedule = Schedule(**model.state["schedule"])
-        schedule.end = schedule.start + cfg.steps
-        state, metrics = model.state, model.metrics
-    else:
-        params = init_params(model_config, seed=cfg.seed)
-        optimizer = make_optimizer(params, cfg)
-        schedule = Schedule.rewarm(0, cfg.steps, cfg.lr, cfg.min_lr, cfg.warmup_steps)
-        state, metrics = {"step": 0, "tokens_seen": 0}, {}
-    return run_training(data, tokenizer, out, model_config, cfg, params, optimizer, schedule,
-                        state, metrics, world)
+        log.info("data", train_tokens=len(data.train), val_tokens=len(data.val),
+                 files=len(files), cache=str(cache.root))
+    return train(start, data, out, cfg, world)
 
 
 def make_optimizer(params: dict, cfg: TrainConfig) -> AdamW:
@@ -127,6 +170,12 @@ def evaluate(params, config: GPTConfig, tokens: np.ndarray, cfg: TrainConfig) ->
         x, y = windows(tokens, starts, cfg.seq_len)
         losses.append(loss_only(params, config, x, y))
     return float(np.mean(losses))
+
+
+def inject_fault(world: Topology, step: int) -> None:
+    """Tests only: raise in the rank and at the step named by $CRYSTALLINE_TEST_FAULT."""
+    if os.environ.get(FAULT_ENV) == f"{world.rank}:{step}":
+        raise RuntimeError(f"fault injected by {FAULT_ENV} at step {step}")
 
 
 class StopFlag:
@@ -150,13 +199,16 @@ class StopFlag:
             signal.signal(sig, handler)
 
 
-def run_training(data: TokenData, tokenizer: Tokenizer, out: Path, config: GPTConfig,
-                 cfg: TrainConfig, params: dict, optimizer: AdamW, schedule: Schedule,
-                 state: dict, metrics: dict, world: Topology | None = None) -> TrainResult:
+def train(start: Start, data: TokenData, out: Path, cfg: TrainConfig,
+          world: Topology | None = None) -> TrainResult:
+    """The loop: train from `start` up to step `cfg.steps` on `data`, checkpointing into the
+    model directory `out`."""
     world = world or Solo()
-    step, tokens_seen = state["step"], state["tokens_seen"]
-    history = metrics.get("history", [])
-    step_losses = metrics.get("step_losses", [])
+    config, tokenizer, params = start.config, start.tokenizer, start.params
+    optimizer, schedule = start.optimizer, start.schedule
+    step, tokens_seen = start.state["step"], start.state["tokens_seen"]
+    history = start.metrics.get("history", [])
+    step_losses = start.metrics.get("step_losses", [])
     last_saved = step if is_checkpoint(out) else None
     parts = cfg.data_parts or world.groups
     if world.size > 1 and parts != world.groups:

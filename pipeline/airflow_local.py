@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,33 +20,23 @@ from pathlib import Path
 
 import httpx
 
-from engine.errors import UserError
+from core.errors import UserError
+from core.home import Home
+from core.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 FINISHED = {"success", "failed"}
 
 
-def free_port(preferred: int) -> int:
-    """The preferred port when it is free on 127.0.0.1, else any free one."""
-    for port in (preferred, 0):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return s.getsockname()[1]
-    raise OSError("no free port on 127.0.0.1")
-
-
 def airflow_env(home: Path, port: int, environ: dict | None = None) -> dict:
     """The environment of every Airflow process: its home under the pipeline's, the project's
     DAGs (and this checkout's packages first on the path), no examples, DAGs active at once,
     the API on 127.0.0.1 only."""
-    home = home.resolve()
+    home = Home(home)
     return dict(environ if environ is not None else os.environ) | {
         "CLLM_HOME": str(home),
-        "AIRFLOW_HOME": str(home / "airflow"),
+        "AIRFLOW_HOME": str(home.airflow),
         "PYTHONPATH": str(ROOT),
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # standalone runs `airflow`
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
@@ -65,11 +54,11 @@ class Standalone:
     """`airflow standalone` in a process group of its own; `stop()` ends all of it."""
 
     def __init__(self, home: Path, port: int = 8080, environ: dict | None = None):
-        self.home = home.resolve()
+        self.home = Home(home)
         self.port = free_port(port)
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = airflow_env(self.home, self.port, environ)
-        self.log_path = self.home / "airflow" / "standalone.log"
+        self.log_path = self.home.airflow / "standalone.log"
         self.process: subprocess.Popen | None = None
         self.client = httpx.Client(base_url=self.url, timeout=30)
 
@@ -104,7 +93,7 @@ class Standalone:
     @property
     def password(self) -> str:
         """The admin password that standalone generated (simple auth manager)."""
-        path = self.home / "airflow" / "simple_auth_manager_passwords.json.generated"
+        path = self.home.airflow / "simple_auth_manager_passwords.json.generated"
         return json.loads(path.read_text())["admin"]
 
     def login(self) -> None:
@@ -169,7 +158,7 @@ class Standalone:
                 watch()
             time.sleep(2)
         raise TimeoutError(f"no finished run of {dag_id} within {timeout:.0f} s: see the "
-                           f"task logs under {self.home / 'airflow' / 'logs'}")
+                           f"task logs under {self.home.airflow / 'logs'}")
 
     def stop(self) -> None:
         """End standalone and every process it started (they share its process group)."""
@@ -201,7 +190,7 @@ def mlflow_ui(home: Path, port: int) -> subprocess.Popen:
     """The MLflow UI on the registry of the home, on 127.0.0.1."""
     return subprocess.Popen([str(BIN / "mlflow"), "ui", "--host", "127.0.0.1", "--port",
                              str(port), "--backend-store-uri",
-                             f"sqlite:///{(home / 'mlflow.db').resolve()}"],
+                             f"sqlite:///{Home(home).mlflow_db}"],
                             start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 
@@ -222,7 +211,7 @@ def main() -> int:
     exit_on_signals()
     airflow = Standalone(home, args.port)
     mlflow_port = free_port(args.mlflow_port)
-    print(f"starting Airflow on {home / 'airflow'} (log: {airflow.log_path}) ...", flush=True)
+    print(f"starting Airflow on {airflow.home.airflow} (log: {airflow.log_path}) ...", flush=True)
     mlflow = mlflow_ui(home, mlflow_port)
     try:
         airflow.start()

@@ -14,19 +14,20 @@ parses them, and the heavy work (numpy, Scrapy, MLflow) loads in the task that n
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from airflow.sdk import Asset, Metadata, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from engine.errors import UserError
+from core.commands import cllm_command
+from core.errors import UserError
+from core.home import Home
 from pipeline.config import Config, load_config
 
 # The crawl may run for hours; a task killed by its timeout leaves a paused crawl that the
@@ -52,10 +53,19 @@ def schedule(value: str) -> str | None:
     return None if value.strip().lower() in ("", "none") else value.strip()
 
 
+def dag_args(when) -> dict:
+    """What every DAG of the pipeline is declared with: its schedule (a cron expression or
+    preset from a setting, or Assets), no catch-up, one run at a time (the runs of a home share
+    its state; the next one starts from the catalog again)."""
+    return {"schedule": schedule(when) if isinstance(when, str) else when,
+            "start_date": datetime(2026, 1, 1, tzinfo=timezone.utc), "catchup": False,
+            "max_active_runs": 1, "tags": ["crystalline"]}
+
+
 def shards_asset(config: Config) -> Asset:
     """New shards in the catalog of this home: the crawl updates it, continuous training
     runs on it."""
-    return Asset(name="cllm_shards", uri=f"file://{(config.home / 'shards').resolve()}")
+    return Asset(name="cllm_shards", uri=f"file://{Home(config.home).shards}")
 
 
 @contextmanager
@@ -78,11 +88,10 @@ def run_crawl(config: Config, seeds: list[str], max_pages: int = 0, max_depth: i
     if not seeds:
         raise UserError("no seeds: give the DAG param seeds, or set seeds in [crawl] "
                         "(CLLM_CRAWL_SEEDS)")
-    command = [sys.executable, "-m", "pipeline.cli", "crawl", "--json", "--seeds", *seeds,
-               "--max-pages", str(max_pages), "--max-depth", str(max_depth)]
-    if allowed_domains:
-        command += ["--allowed-domains", *allowed_domains]
-    env = os.environ | {"CLLM_HOME": str(config.home.resolve())}
+    args = ["crawl", "--json", "--seeds", *seeds, "--max-pages", str(max_pages),
+            "--max-depth", str(max_depth)]
+    args += ["--allowed-domains", *allowed_domains] if allowed_domains else []
+    command, env = cllm_command(config.home, *args)
     with tempfile.TemporaryFile("w+") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.PIPE, text=True,
                                    env=env)
@@ -138,11 +147,11 @@ def crawl_tasks(config: Config) -> None:
 @contextmanager
 def training_step(config: Config):
     """A training task's step: under the update lock, user errors failing the task at once.
-    Yields pipeline.continual, imported here since numpy and MLflow are heavy."""
-    from pipeline import continual
+    Yields the registry (numpy and MLflow load here, not when the DAG file is parsed)."""
+    from pipeline.continual import registry_of, update_lock
 
-    with user_errors_fail(), continual.update_lock(config):
-        yield continual
+    with user_errors_fail(), update_lock(config):
+        yield registry_of(config)
 
 
 def training_tasks(config: Config, kind: str) -> None:
@@ -153,9 +162,12 @@ def training_tasks(config: Config, kind: str) -> None:
 
     @task.short_circuit(**QUICK)
     def plan() -> dict:
-        with training_step(config) as continual:
-            planned = (continual.plan_retrain if kind == "retrain" else continual.plan_next)(config)
-            idle = continual.idle_reason(planned, continual.registered_for(config, planned))
+        from pipeline.continual import idle_reason, make_plan, registered_for
+        from pipeline.plan import plan_next, plan_retrain
+
+        with training_step(config) as registry:
+            planned = make_plan(config, registry, plan_retrain if kind == "retrain" else plan_next)
+            idle = idle_reason(planned, registered_for(registry, planned))
         if idle:
             print(f"nothing to do: {idle}")
             return {}
@@ -163,19 +175,29 @@ def training_tasks(config: Config, kind: str) -> None:
 
     @task(**TRAIN)
     def train(planned: dict) -> None:
-        with training_step(config) as continual:
-            continual.train(config, continual.Plan.from_dict(planned))
+        from pipeline.plan import Plan
+        from pipeline.training import train
+
+        with training_step(config) as registry:
+            train(config, registry, Plan.from_dict(planned))
 
     @task(**QUICK)
     def evaluate(planned: dict) -> dict:
-        with training_step(config) as continual:
-            return continual.evaluate(config, continual.Plan.from_dict(planned)).to_dict()
+        from pipeline.gate import evaluate
+        from pipeline.plan import Plan
+
+        with training_step(config) as registry:
+            return evaluate(config, registry, Plan.from_dict(planned)).to_dict()
 
     @task(**QUICK)
     def register_and_promote(planned: dict, evaluation: dict) -> dict:
-        with training_step(config) as continual:
-            version, promoted = continual.finish(config, continual.Plan.from_dict(planned),
-                                                 continual.Evaluation.from_dict(evaluation))
+        from pipeline.gate import Evaluation
+        from pipeline.plan import Plan
+        from pipeline.publish import finish
+
+        with training_step(config) as registry:
+            version, promoted = finish(config, registry, Plan.from_dict(planned),
+                                       Evaluation.from_dict(evaluation))
         return {"version": version, "promoted": promoted, **evaluation}
 
     planned = plan()

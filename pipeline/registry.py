@@ -18,13 +18,16 @@ import json
 import logging
 import os
 import re
-import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.errors import UserError
+from core.files import atomic_dir
+from core.home import Home
 from engine.checkpoint import is_checkpoint, load_model
-from engine.errors import UserError
 
 CHAMPION = "champion"
 ARTIFACT_PATH = "model"  # where a run keeps its model version directory
@@ -70,11 +73,18 @@ def is_registry_ref(text: str) -> bool:
     return text.startswith("models:/")
 
 
+def _absent(error: Exception) -> bool:
+    """An MLflow error saying that a model, or an alias of one, does not exist (an alias that
+    is not set is an invalid parameter to MLflow, not a missing resource)."""
+    return getattr(error, "error_code", None) in ("RESOURCE_DOES_NOT_EXIST",
+                                                  "INVALID_PARAMETER_VALUE")
+
+
 class Registry:
-    def __init__(self, home: Path, name: str):
-        self.home = Path(home).resolve()
+    def __init__(self, home: Path | Home, name: str):
+        self.home = Home(home)
         self.name = name
-        self.uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.home / 'mlflow.db'}"
+        self.uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.home.mlflow_db}"
         self._client = None
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -91,26 +101,23 @@ class Registry:
             for noisy in ("mlflow", "alembic"):  # schema migrations log at INFO on first use
                 logging.getLogger(noisy).setLevel(logging.WARNING)
             if self.uri.startswith("sqlite:"):
-                self.home.mkdir(parents=True, exist_ok=True)
+                self.home.root.mkdir(parents=True, exist_ok=True)
             from mlflow import MlflowClient
 
             self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         return self._client
 
-    def _call(self, method: str, *args, missing: str | None = None, **kwargs):
-        """One client call; MLflow's failures become one-line errors for the user.
-
-        `missing` is the message for a thing that does not exist; None lets it through as
-        LookupError for the caller to handle.
-        """
+    @contextmanager
+    def _errors(self, missing: str | None = None) -> Iterator[None]:
+        """Around every client call: MLflow's failures become one-line errors for the user,
+        `missing` the message for a thing that does not exist. (A caller that expects a thing
+        may be missing catches that inside, see `_absent`.)"""
         from mlflow.exceptions import MlflowException
 
         try:
-            return getattr(self.client, method)(*args, **kwargs)
+            yield
         except MlflowException as e:
-            if e.error_code == "RESOURCE_DOES_NOT_EXIST":
-                if missing is None:
-                    raise LookupError(str(e)) from None
+            if missing is not None and e.error_code == "RESOURCE_DOES_NOT_EXIST":
                 raise UserError(missing) from None
             if "Max retries exceeded" in str(e) or "Failed to establish" in str(e) \
                     or "timed out" in str(e).lower():
@@ -121,66 +128,80 @@ class Registry:
             raise UserError(f"the model registry at {self.uri} failed: {first[:300]}") from None
 
     def _experiment_id(self) -> str:
-        experiment = self._call("get_experiment_by_name", self.name)
-        if experiment is not None:
-            return experiment.experiment_id
-        # a local store keeps its artifacts under the home, not in ./mlruns of the cwd
-        location = None if self.uri.startswith("http") else (self.home / "mlartifacts").as_uri()
-        return self._call("create_experiment", self.name, artifact_location=location)
+        with self._errors():
+            experiment = self.client.get_experiment_by_name(self.name)
+            if experiment is not None:
+                return experiment.experiment_id
+            # a local store keeps its artifacts under the home, not in ./mlruns of the cwd
+            location = None if self.uri.startswith("http") else self.home.mlartifacts.as_uri()
+            return self.client.create_experiment(self.name, artifact_location=location)
 
     def _version(self, mv, aliases: dict[str, str]) -> Version:
         return Version(name=mv.name, version=str(mv.version), source=mv.source, run_id=mv.run_id,
                        tags=dict(mv.tags),
                        aliases=tuple(a for a, v in aliases.items() if str(v) == str(mv.version)))
 
-    # --- reading ----------------------------------------------------------------------------
+    def _model(self, name: str):
+        """The registered model; a UserError when there is none."""
+        with self._errors(missing=f"no registered model {name!r} in the registry at {self.uri}: "
+                          "train one with `cllm train --from-scratch` (the configured model is "
+                          f"{self.name!r})"):
+            return self.client.get_registered_model(name)
 
-    def exists(self) -> bool:
-        try:
-            self._call("get_registered_model", self.name)
-            return True
-        except LookupError:
-            return False
+    # --- reading ----------------------------------------------------------------------------
 
     def versions(self) -> list[Version]:
         """Every version of the model, oldest first (none when it is not registered yet)."""
-        found = self._call("search_model_versions", f"name = '{self.name}'")
-        aliases = self.aliases()
+        with self._errors():
+            found = self.client.search_model_versions(f"name = '{self.name}'")
+        aliases = self.aliases() if found else {}
         return sorted((self._version(mv, aliases) for mv in found), key=lambda v: int(v.version))
 
     def aliases(self) -> dict[str, str]:
-        try:
-            model = self._call("get_registered_model", self.name)
-        except LookupError:
-            return {}
+        with self._errors():
+            try:
+                model = self.client.get_registered_model(self.name)
+            except Exception as e:
+                if _absent(e):
+                    return {}
+                raise
         return {alias: str(version) for alias, version in model.aliases.items()}
 
+    def by_alias(self, alias: str, name: str | None = None) -> Version | None:
+        """The version an alias names, or None when the model or the alias does not exist."""
+        with self._errors():
+            try:
+                mv = self.client.get_model_version_by_alias(name or self.name, alias)
+            except Exception as e:
+                if _absent(e):
+                    return None
+                raise
+        return self._version(mv, {a: mv.version for a in mv.aliases})
+
     def champion(self) -> str | None:
-        return self.aliases().get(CHAMPION)
+        found = self.by_alias(CHAMPION)
+        return found.version if found else None
 
     def resolve(self, ref: str) -> Version:
         """The version a reference names; one clear error for an unknown name, alias, version."""
         name, alias, version = parse_ref(ref, self.name)
-        try:
-            model = self._call("get_registered_model", name)
-        except LookupError:
-            raise UserError(f"no registered model {name!r} in the registry at {self.uri}: "
-                            f"train one with `cllm train --from-scratch` (the configured model is "
-                            f"{self.name!r})") from None
         if alias is not None:
-            if alias not in model.aliases:
-                known = ", ".join(sorted(model.aliases)) or "none"
+            found = self.by_alias(alias, name)
+            if found is None:
+                known = ", ".join(sorted(self._model(name).aliases)) or "none"
                 raise UserError(f"model {name} has no alias {alias!r} (aliases: {known})")
-            version = str(model.aliases[alias])
-        elif version == "latest":
-            numbers = [int(mv.version) for mv in
-                       self._call("search_model_versions", f"name = '{name}'")]
+            return found
+        model = self._model(name)
+        if version == "latest":
+            with self._errors():
+                numbers = [int(mv.version) for mv in
+                           self.client.search_model_versions(f"name = '{name}'")]
             if not numbers:
                 raise UserError(f"model {name} has no versions yet")
             version = str(max(numbers))
-        mv = self._call("get_model_version", name, version,
-                        missing=f"model {name} has no version {version}: "
-                        "`cllm models list` shows the versions")
+        with self._errors(missing=f"model {name} has no version {version}: "
+                          "`cllm models list` shows the versions"):
+            mv = self.client.get_model_version(name, version)
         return self._version(mv, dict(model.aliases))
 
     def find(self, parent_version: str, shards: list[str]) -> Version | None:
@@ -194,7 +215,8 @@ class Registry:
 
     def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         """(step, value) of every value of a run's metric, in step order (none if absent)."""
-        found = self._call("get_metric_history", run_id, key)
+        with self._errors():
+            found = self.client.get_metric_history(run_id, key)
         return sorted((m.step, m.value) for m in found)
 
     def pull(self, ref: str, dest: Path | None = None) -> Path:
@@ -202,7 +224,7 @@ class Registry:
         under the home (`registry/<name>/<version>`), reused once complete."""
         version = self.resolve(ref)
         if dest is None:
-            dest = self.home / "registry" / version.name / version.version
+            dest = self.home.pulled(version.name, version.version)
             if is_checkpoint(dest):
                 return dest  # versions never change: a complete copy stays good
         dest = Path(dest)
@@ -210,13 +232,10 @@ class Registry:
             raise UserError(f"{dest} exists and is not empty: pull into a new folder")
         import mlflow.artifacts
 
-        tmp = dest.with_name(f".{dest.name}.pull{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
+        with atomic_dir(dest, replace=False) as folder:  # whole, or nothing at `dest`
             try:
                 local = Path(mlflow.artifacts.download_artifacts(
-                    artifact_uri=version.source, dst_path=str(tmp), tracking_uri=self.uri))
+                    artifact_uri=version.source, dst_path=str(folder), tracking_uri=self.uri))
             except Exception as e:  # the stores raise OSError, MlflowException, ...: all one story
                 raise UserError(f"the artifacts of {version.ref} cannot be downloaded from "
                                 f"{version.source} ({type(e).__name__}): they are missing; "
@@ -226,9 +245,9 @@ class Registry:
             except UserError as e:
                 raise UserError(f"the artifacts of {version.ref} are damaged ({e}); promote or "
                                 "pull another version") from None
-            local.rename(dest)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            for file in local.iterdir():  # the artifacts arrive in a folder of their own
+                file.rename(folder / file.name)
+            local.rmdir()
         return dest
 
     # --- writing ----------------------------------------------------------------------------
@@ -239,8 +258,7 @@ class Registry:
         the model version directory as artifacts. Returns (run id, artifact URI of the model)."""
         from mlflow.entities import Metric, Param, RunStatus
 
-        run = self._call("create_run", self._experiment_id(), run_name=model_dir.parent.name)
-        run_id = run.info.run_id
+        experiment = self._experiment_id()
         now = int(time.time() * 1000)
         entries = [Metric("train_loss", loss, now, first_step + i + 1)
                    for i, loss in enumerate(step_losses)]
@@ -249,27 +267,32 @@ class Registry:
                         and h[k] is not None]
         entries += [Metric(k, v, now, first_step + len(step_losses)) for k, v in metrics.items()
                     if v is not None]
-        self._call("log_batch", run_id, params=[Param(k, str(v)) for k, v in params.items()])
-        for i in range(0, len(entries), METRIC_BATCH):
-            self._call("log_batch", run_id, metrics=entries[i : i + METRIC_BATCH])
-        self._call("log_artifacts", run_id, str(model_dir), ARTIFACT_PATH)
-        self._call("set_terminated", run_id, RunStatus.to_string(RunStatus.FINISHED))
+        with self._errors():
+            run = self.client.create_run(experiment, run_name=model_dir.parent.name)
+            run_id = run.info.run_id
+            self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+            for i in range(0, len(entries), METRIC_BATCH):
+                self.client.log_batch(run_id, metrics=entries[i : i + METRIC_BATCH])
+            self.client.log_artifacts(run_id, str(model_dir), ARTIFACT_PATH)
+            self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
         return run_id, f"{run.info.artifact_uri}/{ARTIFACT_PATH}"
 
     def register(self, source: str, run_id: str, tags: dict) -> Version:
-        if not self.exists():
-            self._call("create_registered_model", self.name,
-                       description="Crystalline language model versions (cllm update)")
-        mv = self._call("create_model_version", self.name, source, run_id=run_id,
-                        tags={k: str(v) for k, v in tags.items()})
+        with self._errors():
+            try:
+                self.client.create_registered_model(
+                    self.name, description="Crystalline language model versions (cllm update)")
+            except Exception as e:
+                if getattr(e, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            mv = self.client.create_model_version(self.name, source, run_id=run_id,
+                                                  tags={k: str(v) for k, v in tags.items()})
         return self._version(mv, {})
-
-    def set_tag(self, version: str, key: str, value: str) -> None:
-        self._call("set_model_version_tag", self.name, version, key, value)
 
     def set_champion(self, version: str) -> None:
         self.resolve(f"{self.name}/{version}")  # an unknown version is one clear error
-        self._call("set_registered_model_alias", self.name, CHAMPION, version)
+        with self._errors():
+            self.client.set_registered_model_alias(self.name, CHAMPION, version)
 
     def rollback(self) -> tuple[Version, str]:
         """Move champion back to its parent version; returns (the version it left, the parent)."""

@@ -1,4 +1,5 @@
-"""Shared helpers: run the real `cllm` command line as a subprocess."""
+"""The fixtures every test module may use (an empty home, the demo site, an empty registry),
+and running the real `cllm` command line as a subprocess."""
 
 import os
 import subprocess
@@ -30,3 +31,21 @@ def home(tmp_path):
     path = tmp_path / "home"
     path.mkdir()
     return path
+
+
+@pytest.fixture(scope="module")
+def site():
+    """The embedded demo site (data/site/) on a free 127.0.0.1 port."""
+    from crawler.site import SITE, SiteServer
+
+    server = SiteServer([SITE])
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def registry_template(tmp_path_factory):
+    """An MLflow SQLite store with its schema and nothing in it, for `new_home` to copy."""
+    from continual_kit import empty_registry
+
+    return empty_registry(tmp_path_factory.mktemp("registry-template"))

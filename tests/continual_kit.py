@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from datetime import datetime, timezone
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-import pytest
-
 from conftest import TEXT
-from crawler.shards import SCHEMA, describe
-from pipeline.catalog import Catalog
+from core.catalog import Catalog, import_texts
+from core.shards import describe
+from text.document import split_at_blank_lines
 
 # Tiny models and short runs: every test trains in seconds on two shared cores (one BLAS
 # thread: on a busy machine a second one mostly waits for a core).
@@ -31,29 +27,12 @@ TINY = {"CLLM_MODEL_N_LAYER": "1", "CLLM_MODEL_N_HEAD": "2", "CLLM_MODEL_N_EMBD"
 def documents(play: str, size: int = 1500, limit: int | None = None) -> list[str]:
     """A play cut into documents of about `size` characters at blank lines."""
     text = (TEXT / "shakespeare" / f"{play}.txt").read_text(encoding="utf-8")
-    docs, current = [], ""
-    for paragraph in text.split("\n\n"):
-        current += paragraph + "\n\n"
-        if len(current) >= size:
-            docs.append(current.strip())
-            current = ""
-    return docs[:limit]
+    return split_at_blank_lines(text, size)[:limit]
 
 
 def write_shard(home: Path, crawl_id: str, texts: list[str], part: int = 1) -> Path:
     """A complete shard of these documents, recorded `new` in the catalog."""
-    now = datetime.now(timezone.utc)
-    rows = [{"doc_id": hashlib.sha256(t.encode("utf-8")).hexdigest(),
-             "url": f"https://example.org/{crawl_id}/{i}",
-             "canonical_url": f"https://example.org/{crawl_id}/{i}", "domain": "example.org",
-             "title": f"document {i}", "text": t, "language": "en", "fetched_at": now,
-             "http_status": 200, "content_type": "text/html", "n_chars": len(t),
-             "crawl_id": crawl_id} for i, t in enumerate(texts)]
-    path = home / "shards" / crawl_id / f"part-{part:05d}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), path, compression="zstd")
-    register_file(home, path, crawl_id)
-    return path
+    return import_texts(home, crawl_id, texts, part)
 
 
 def register_file(home: Path, path: Path, crawl_id: str, rows: int | None = None) -> None:
@@ -77,11 +56,6 @@ def empty_registry(path: Path) -> Path:
 
     Registry(path, "cllm").client.search_experiments()
     return path / "mlflow.db"
-
-
-@pytest.fixture(scope="session")
-def registry_template(tmp_path_factory):
-    return empty_registry(tmp_path_factory.mktemp("registry-template"))
 
 
 def new_home(parent: Path, template: Path) -> Path:

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import pytest
 
 from crawler.site import SITE, SITE_UPDATE, SiteServer
 
@@ -40,13 +39,3 @@ def shard_rows(home: Path) -> list[dict]:
     for path in sorted(home.glob("shards/*/part-*.parquet")):
         rows += pq.read_table(path).to_pylist()
     return rows
-
-
-@pytest.fixture
-def site():
-    """The embedded demo site (data/site/) on a free 127.0.0.1 port."""
-    server = SiteServer([SITE])
-    yield server
-    server.close()
-
-

@@ -19,13 +19,13 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import ROOT, run_cllm
-from continual_kit import TINY, new_home, registry_template  # noqa: F401 (a fixture)
+from continual_kit import TINY, new_home
 from crawlkit import FAST, crawl
 from playwright.sync_api import expect, sync_playwright
 
 from crawler.site import SITE, SITE_UPDATE, SiteServer
-from pipeline.airflow_local import free_port
-from pipeline.catalog import Catalog
+from core.net import free_port
+from core.catalog import Catalog
 from pipeline.registry import Registry
 
 pytestmark = pytest.mark.slow
@@ -80,7 +80,7 @@ class UI:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, registry_template):  # noqa: F811
+def world(tmp_path_factory, registry_template):
     """A home with two real crawls (the second's shards still new) and version 1 trained
     from the first; the demo site still served; `cllm ui` on it."""
     home = new_home(tmp_path_factory.mktemp("app"), registry_template)

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from engine.optim import Schedule
+
 from conftest import CLLM, TEXT, run_cllm
 
 SMALL = ["--n-layer", "2", "--n-head", "2", "--n-embd", "64", "--seq-len", "64",
@@ -27,10 +29,10 @@ def trained(tmp_path_factory):
 
 def unigram_val_loss(home, tokenizer_sha):
     """Cross-entropy of the held-out tokens under the training tokens' unigram frequencies."""
-    (meta_path,) = (home / "tokens" / tokenizer_sha[:16]).glob("*/meta.json")
-    meta = json.loads(meta_path.read_text())
-    train = np.fromfile(meta_path.with_name("train.bin"), dtype=meta["dtype"])
-    val = np.fromfile(meta_path.with_name("val.bin"), dtype=meta["dtype"])
+    metas = sorted((home / "tokens" / tokenizer_sha[:16]).glob("*/meta.json"))  # one a file
+    dtype = json.loads(metas[0].read_text())["dtype"]
+    train = np.concatenate([np.fromfile(m.with_name("train.bin"), dtype=dtype) for m in metas])
+    val = np.concatenate([np.fromfile(m.with_name("val.bin"), dtype=dtype) for m in metas])
     counts = np.bincount(train, minlength=int(max(train.max(), val.max())) + 1) + 1.0
     return float(-np.log(counts[val] / counts.sum()).mean())
 
@@ -138,3 +140,24 @@ def test_ctrl_c_checkpoints_and_says_how_to_resume(home):
     assert "--resume" in err.strip().splitlines()[-1]
     step = json.loads((out / "training_state.json").read_text())["step"]
     assert 0 < step < 100000
+
+
+@pytest.mark.slow
+def test_resuming_with_more_steps_stretches_the_decay_to_the_new_end(home):
+    """The resume rule's other half (engine/train.py `init_from`): a finished run resumed with
+    more steps keeps its start and warm-up, and its decay now ends at the new last step."""
+    out = home / "model"
+    args = ["--data", TEXT / "shakespeare" / "hamlet.txt", "--out", out, "--n-layer", "1",
+            "--n-head", "2", "--n-embd", "32", "--seq-len", "32", "--batch-size", "4",
+            "--vocab-size", "300", "--lr", "1e-3"]
+    run_cllm("train", *args, "--steps", "10", home=home)
+    first = json.loads((out / "training_state.json").read_text())["schedule"]
+    run_cllm("train", *args, "--steps", "30", "--resume", home=home)
+    state = json.loads((out / "training_state.json").read_text())
+    assert state["step"] == 30
+    assert state["schedule"] == first | {"end": 30}
+    lrs = [r["lr"] for r in map(json.loads, out.with_name("model.progress.jsonl").open())
+           if r["event"] == "step" and r["step"] > 10]
+    schedule = Schedule(**state["schedule"])
+    assert lrs == pytest.approx([schedule.lr(s) for s in range(10, 30)])
+    assert lrs[0] > 2 * first["min_lr"] and lrs[-1] == pytest.approx(first["min_lr"], rel=0.05)

@@ -5,12 +5,11 @@ arrive, a no-op, unusable shards, pulls and generation from every kind of refere
 import json
 
 import pytest
-from continual_kit import (  # noqa: F401 (registry_template is a fixture)
+from continual_kit import (
     TINY,
     documents,
     new_home,
     register_file,
-    registry_template,
     shard_states,
     write_shard,
 )

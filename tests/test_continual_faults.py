@@ -8,17 +8,16 @@ import signal
 import subprocess
 
 import pytest
-from continual_kit import (  # noqa: F401 (registry_template is a fixture)
+from continual_kit import (
     TINY,
     documents,
     new_home,
-    registry_template,
     shard_states,
     write_shard,
 )
 
 from conftest import CLLM, run_cllm
-from pipeline import continual
+from pipeline import continual, gate, plan, publish, training
 from pipeline.config import load_config
 from pipeline.registry import Registry
 
@@ -97,11 +96,13 @@ def test_two_updates_at_once_one_works_the_other_waits_and_finds_nothing(champio
 def test_a_version_registered_but_never_finished_is_reconciled_not_trained_again(champion):
     home = champion
     cfg = config(home)
-    plan = continual.plan(cfg)  # what a DAG does task by task; this run dies after `register`
-    continual.train(cfg, plan)
-    evaluation = continual.evaluate(cfg, plan)
-    assert continual.register(cfg, plan, evaluation) == "2"
-    assert continual.register(cfg, plan, evaluation) == "2"  # a retried task registers nothing
+    registry = Registry(home, "cllm")
+    # what a DAG does task by task; this run dies after `register`
+    planned = continual.make_plan(cfg, registry, plan.plan_update)
+    training.train(cfg, registry, planned)
+    evaluation = gate.evaluate(cfg, registry, planned)
+    assert publish.register(cfg, registry, planned, evaluation) == "2"
+    assert publish.register(cfg, registry, planned, evaluation) == "2"  # a retried task registers nothing
     assert shard_states(home)[NEW] == ("new", None)
     assert Registry(home, "cllm").champion() == "1"
 
@@ -130,13 +131,13 @@ def test_a_refused_update_is_registered_with_the_reason_and_champion_stays(champ
 
 def test_the_gate_allows_old_data_loss_to_worsen_by_the_tolerance_only(tmp_path):
     cfg = config(tmp_path, CLLM_CONTINUAL_GATE_TOLERANCE="0.02")
-    plan = continual.Plan(id="x", parent="1", new=[])
-    assert continual.gate(cfg, plan, 3.9, 4.08, 4.0, 4.0)[0]  # 2% worse: passes
-    passed, reason = continual.gate(cfg, plan, 3.9, 4.09, 4.0, 4.0)
+    update = plan.Plan(id="x", parent="1", new=[])
+    assert gate.gate(cfg, update, 3.9, 4.08, 4.0, 4.0)[0]  # 2% worse: passes
+    passed, reason = gate.gate(cfg, update, 3.9, 4.09, 4.0, 4.0)
     assert not passed
     assert reason == "old-data loss 4.0900 is more than 2.0% above the parent's 4.0000"
-    assert not continual.gate(cfg, plan, 4.0, 3.0, 4.0, 4.0)[0]  # no gain on new data
-    assert continual.gate(cfg, plan, 3.9, None, 4.0, None)[0]  # no old held-out data to check
+    assert not gate.gate(cfg, update, 4.0, 3.0, 4.0, 4.0)[0]  # no gain on new data
+    assert gate.gate(cfg, update, 3.9, None, 4.0, None)[0]  # no old held-out data to check
 
 
 def test_no_wait_exits_at_once_while_another_update_holds_the_lock(tmp_path):

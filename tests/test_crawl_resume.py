@@ -13,8 +13,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from crawlkit import CLLM, SITE, SiteServer, cllm_env, crawl, shard_rows
-from pipeline.catalog import Catalog
+from core.catalog import Catalog
+from crawlkit import CLLM, cllm_env, crawl, shard_rows
 
 pytestmark = pytest.mark.slow
 
@@ -23,13 +23,6 @@ SLOW = {"CLLM_CRAWL_DELAY": "0.1", "CLLM_CRAWL_CONCURRENCY_PER_DOMAIN": "1",
         "CLLM_CRAWL_ROW_GROUP_ROWS": "5", "CLLM_CRAWL_SHARD_MAX_MB": "0.001"}
 SAME_TEXT = {"/works/paradise-lost/1.html", "/print/paradise-lost/1.html",
              "/editions/paradise-lost-1-modernised.html"}
-
-
-@pytest.fixture(scope="module")
-def site():
-    server = SiteServer([SITE])
-    yield server
-    server.close()
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,9 +12,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from crawler.shards import SCHEMA
+from core.catalog import Catalog
+from core.shards import SCHEMA
 from crawlkit import FAST, SITE, SITE_UPDATE, SiteServer, crawl, shard_rows
-from pipeline.catalog import Catalog
 
 pytestmark = pytest.mark.slow
 
@@ -147,6 +148,31 @@ def test_recrawls_add_only_what_is_new(first):
 
     doc_ids = [d["doc_id"] for d in shard_rows(home)]
     assert len(doc_ids) == len(set(doc_ids))
+
+
+# What the crawl DAG and `cllm crawl` call, with the progress bar and its log events off.
+CRAWL_QUIETLY = """
+import json, sys
+from core.log import configure_logging
+from crawler.config import CrawlConfig
+from crawler.run import crawl
+
+configure_logging("json")
+report = crawl([sys.argv[1]], sys.argv[2], CrawlConfig(delay=0, autothrottle=False),
+               progress=False)
+print(json.dumps(report.to_dict()))
+"""
+
+
+def test_dropped_pages_are_counted_by_reason_with_progress_off(first, site, tmp_path):
+    result = subprocess.run([sys.executable, "-c", CRAWL_QUIETLY, site.url, str(tmp_path / "home")],
+                            cwd=Path(__file__).parent.parent, env=os.environ | FAST,
+                            check=True, capture_output=True, text=True, timeout=300)
+    assert "crawl_progress" not in result.stderr
+    report = json.loads(result.stdout)
+    assert report["dropped"] == first["report"]["dropped"]  # the same site, progress on
+    assert {"too_short", "no_stopwords", "word_length"} <= set(report["dropped"])
+    assert report["duplicates_exact"] + report["duplicates_near"] == 2
 
 
 def test_scrapy_crawl_works_inside_the_project(tmp_path):

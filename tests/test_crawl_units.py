@@ -1,24 +1,38 @@
-"""The crawler's parts on their own: URL hygiene, extraction, quality filters, the crawl
-state, the shard writer and the shard catalog."""
+"""The crawler's parts on their own: URL hygiene, extraction, quality filters, the text
+steps outside a crawl, the crawl state, the shard writer and the shard catalog."""
 
 from __future__ import annotations
+
+import hashlib
 
 import pyarrow.parquet as pq
 import pytest
 
-from crawler.config import CrawlConfig
-from crawler.extract import extract, looks_binary, normalize_text
-from crawler.quality import quality_problem
-from crawler.shards import SCHEMA, ShardWriter, remove_temp_files
-from crawler.store import DedupIndex, UrlLog
+from core.catalog import Catalog
+from core.config import load
+from core.db import connect, transaction
+from core.errors import UserError
+from core.shards import SCHEMA, ShardWriter, remove_temp_files
+from crawler.config import CrawlConfig, CrawlerConfig
+from crawler.state import CrawlState, UrlLog
+from crawler.steps import quality_steps, text_steps
 from crawler.urls import UrlPolicy, canonical_url, check_seed
-from engine.errors import UserError
-from pipeline.catalog import Catalog
-from pipeline.config import load_config
 from crawlkit import SITE
+from text import dedup
+from text.document import Document, Drop, Steps
+from text.extract import Extract, extract, looks_binary, normalize_text
 
 PROSE = (SITE.parent / "text/milton/areopagitica.txt").read_text(encoding="utf-8")
 PARAGRAPHS = [p.replace("\n", " ") for p in PROSE.split("\n\n") if len(p) > 400]
+
+
+def quality_problem(text: str, config: CrawlConfig) -> str | None:
+    """The reason the crawler's quality steps drop a text, or None when it passes."""
+    try:
+        Steps(quality_steps(config))(Document(text=text))
+    except Drop as drop:
+        return drop.reason
+    return None
 
 
 def test_canonical_urls_drop_tracking_parameters_and_fragments():
@@ -87,35 +101,73 @@ def test_prose_and_verse_pass_the_quality_filters():
 def test_crawl_settings_come_from_file_and_environment(tmp_path):
     toml = tmp_path / "cllm.toml"
     toml.write_text("[crawl]\ndelay = 2.5\nmin_words = 10\n")
-    config = load_config(toml, environ={"CLLM_CRAWL_MAX_PAGES": "7"})
+    config = load(CrawlerConfig, toml, environ={"CLLM_CRAWL_MAX_PAGES": "7"})
     assert (config.crawl.delay, config.crawl.min_words, config.crawl.max_pages) == (2.5, 10, 7)
     toml.write_text("[crawl]\nnear_dup_threshold = 1.5\n")
     with pytest.raises(UserError, match="near_dup_threshold must be between 0 and 1"):
-        load_config(toml, environ={})
+        load(CrawlerConfig, toml, environ={})
     with pytest.raises(UserError, match="unknown setting 'delai'"):
-        load_config(None, environ={"CLLM_CRAWL_DELAI": "1"})
+        load(CrawlerConfig, None, environ={"CLLM_CRAWL_DELAI": "1"})
 
 
 def test_dedup_finds_exact_and_near_duplicates_across_crawls(tmp_path):
     text = "\n\n".join(PARAGRAPHS[:4])
     near = text.replace(" the ", " thee ", 2)
     other = "\n\n".join(PARAGRAPHS[10:14])
-    index = DedupIndex(tmp_path, num_perm=128, threshold=0.8)
-    assert index.check("a", text) is None
-    assert index.check("a", text) == "duplicate_exact"
-    assert index.check("b", near) == "duplicate_near"
-    index.record_url("http://x/a", "sha-a", "a")
-    index.commit()  # a crash before this commit would have forgotten "a"
-    index.close()
+    state = CrawlState(tmp_path, num_perm=128, threshold=0.8)
+    assert state.index.check("a", text) is None
+    assert state.index.check("a", text) == "duplicate_exact"
+    assert state.index.check("b", near) == "duplicate_near"
+    state.record_url("http://x/a", "sha-a", "a")
+    state.commit()  # a crash before this commit would have forgotten "a"
+    state.close()
 
-    again = DedupIndex(tmp_path, num_perm=128, threshold=0.8)  # the next crawl
-    assert again.check("a", text) == "duplicate_exact"
-    assert again.check("b", near) == "duplicate_near"
-    assert again.check("c", other) is None
+    again = CrawlState(tmp_path, num_perm=128, threshold=0.8)  # the next crawl
+    assert again.index.check("a", text) == "duplicate_exact"
+    assert again.index.check("b", near) == "duplicate_near"
+    assert again.index.check("c", other) is None
     again.close()
     urls = UrlLog(tmp_path)
     assert urls.unchanged("http://x/a", "sha-a") and not urls.unchanged("http://x/a", "sha-b")
     urls.close()
+
+
+def test_the_text_steps_run_and_count_outside_a_crawl(tmp_path):
+    """What a pass over existing shards or an imported corpus does: the crawler's steps on
+    plain documents, drops counted by reason, the dedup index in a database of its own."""
+    html = (SITE / "works/areopagitica/2.html").read_text(encoding="utf-8")
+    short = "Too short to keep."
+    pages = [
+        Document(url="http://x/a", content_type="text/html", body=html.encode(), html=html),
+        Document(url="http://x/copy", content_type="text/html", body=html.encode(), html=html),
+        Document(url="http://x/bin", content_type="text/html", body=bytes(range(256)) * 8),
+        Document(url="http://x/short", content_type="text/plain", body=short.encode(), html=short),
+        Document(url="http://x/empty", content_type="text/html", body=b"<html></html>",
+                 html="<html></html>"),
+    ]
+    db = connect(tmp_path / "dedup.sqlite", dedup.SCHEMA)
+    index = dedup.DedupIndex(db, num_perm=128, threshold=0.8)
+    steps = Steps([Extract(), *text_steps(CrawlConfig(), index)])
+    (kept,) = steps.filter(pages)
+    assert kept.url == "http://x/a" and kept.title.startswith("Areopagitica, part 2")
+    assert kept.language == "en" and (kept.body, kept.html) == (b"", "")
+    assert kept.doc_id == hashlib.sha256(kept.text.encode()).hexdigest()
+    assert steps.dropped == {"duplicate_exact": 1, "binary": 1, "too_short": 1, "no_text": 1}
+
+    with transaction(db):
+        index.save(shard=None)
+    again = Steps(text_steps(CrawlConfig(), dedup.DedupIndex(db, num_perm=128, threshold=0.8)))
+    with pytest.raises(Drop, match="duplicate_exact"):
+        again(Document(text=kept.text, doc_id=kept.doc_id))
+    assert again.dropped == {"duplicate_exact": 1}
+
+
+def test_the_quality_filters_pass_prose_with_a_long_run_of_punctuation():
+    # `\S*[^\W\d_]\S*` over the text backtracked quadratically on such a run, for longer
+    # than the suite's timeout (about 17 minutes for this one); counting the tokens with a
+    # letter takes milliseconds. (Speed itself is measured in benchmarks, not here.)
+    text = " ".join(PARAGRAPHS[:3]) + " " + "-" * 200_000 + " end."
+    assert quality_problem(text, CrawlConfig()) is None
 
 
 def rows(n: int, start: int = 0) -> list[dict]:

@@ -222,7 +222,7 @@ def test_a_batch_the_workers_cannot_share_is_one_clear_error(home):
 
 
 def test_one_worker_runs_without_mpi(home):
-    code = ("import sys; from pipeline.cli import main; "
+    code = ("import sys; from cli.main import main; "
             f"status = main(['train', *{[str(a) for a in TINY]!r}, '--steps', '1', "
             f"'--out', {str(home / 'model')!r}]); "
             "assert status == 0; assert 'mpi4py' not in sys.modules, 'mpi4py was imported'")

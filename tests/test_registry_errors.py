@@ -8,11 +8,10 @@ import socket
 import time
 
 import pytest
-from continual_kit import (  # noqa: F401 (registry_template is a fixture)
+from continual_kit import (
     TINY,
     documents,
     new_home,
-    registry_template,
     write_shard,
 )
 

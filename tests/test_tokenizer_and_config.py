@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TEXT, run_cllm
-from engine.errors import UserError
+from core.errors import UserError
 from engine.tokenizer import EOT, Tokenizer
 from pipeline.config import load_config
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timezone
-from pathlib import Path
 from urllib.parse import urljoin
 
 import scrapy
@@ -28,10 +27,12 @@ from scrapy.spidermiddlewares.httperror import HttpError
 from scrapy.utils.response import get_base_url
 from scrapy.utils.sitemap import Sitemap
 
+from core.config import load
+from crawler.config import CrawlerConfig, crawl_config, new_crawl_id, scrapy_settings
 from crawler.items import Page
-from crawler.pipelines import crawl_config
-from crawler.store import UrlLog
+from crawler.state import UrlLog
 from crawler.urls import UrlPolicy, canonical_url, domain_of
+from text.document import Document
 
 MEDIA_TYPES = {"text/html", "application/xhtml+xml", "text/plain", "application/pdf"}
 
@@ -78,11 +79,8 @@ class SiteSpider(scrapy.Spider):
     def update_settings(cls, settings) -> None:
         super().update_settings(settings)
         if settings.get("CLLM_HOME") is None:  # `scrapy crawl site`: cllm.toml and CLLM_*
-            from crawler.run import config_settings, new_crawl_id
-            from pipeline.config import load_config
-
-            config = load_config()
-            settings.setdict(config_settings(config.crawl, config.home, new_crawl_id()),
+            config = load(CrawlerConfig)
+            settings.setdict(scrapy_settings(config.crawl, config.home, new_crawl_id()),
                              priority="cmdline")
 
     @classmethod
@@ -90,7 +88,7 @@ class SiteSpider(scrapy.Spider):
         spider = super().from_crawler(crawler, *args, **kwargs)
         config = crawl_config(crawler.settings)
         spider.policy = UrlPolicy.build(spider.allowed_domains, config.deny_domains, config.blocklist)
-        spider.url_log = UrlLog(Path(crawler.settings["CLLM_HOME"]))
+        spider.url_log = UrlLog(crawler.settings["CLLM_HOME"])
         crawler.signals.connect(spider.url_log.close, signal=signals.spider_closed)
         return spider
 
@@ -128,12 +126,13 @@ class SiteSpider(scrapy.Spider):
         if self.url_log.unchanged(url, body_sha256):
             stats.inc_value("cllm/unchanged")
         else:
-            yield Page(
-                url=response.url, canonical_url=url, domain=domain_of(response.url),
-                status=response.status, content_type=media_type, body=response.body,
+            doc = Document(
+                url=response.url, content_type=media_type, body=response.body,
                 html=response.text if isinstance(response, TextResponse) else "",
-                content_language=(response.headers.get("Content-Language") or b"").decode("latin-1"),
-                fetched_at=datetime.now(timezone.utc), body_sha256=body_sha256)
+                content_language=(response.headers.get("Content-Language") or b"").decode("latin-1"))
+            yield Page(doc=doc, canonical_url=url, domain=domain_of(response.url),
+                       status=response.status, fetched_at=datetime.now(timezone.utc),
+                       body_sha256=body_sha256)
         if media_type in ("text/html", "application/xhtml+xml"):
             yield from self.follow_links(response)
 

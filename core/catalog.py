@@ -12,12 +12,14 @@ with the model version. Paths are stored relative to the home, so a home can be 
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from engine.errors import UserError
+from core.db import connect, transaction
+from core.errors import UserError
+from core.home import Home
+from core.shards import text_row, write_shard
 
 STATES = ("new", "consumed")
 
@@ -39,6 +41,7 @@ CREATE INDEX IF NOT EXISTS shards_state ON shards (state);
 @dataclass(frozen=True)
 class Shard:
     path: Path  # absolute
+    name: str  # relative to the home, as plans and version tags name it
     crawl_id: str
     rows: int
     bytes: int
@@ -49,12 +52,9 @@ class Shard:
 
 
 class Catalog:
-    def __init__(self, home: Path):
-        self.home = Path(home).resolve()
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.home / "catalog.sqlite", timeout=30, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(_SCHEMA)
+    def __init__(self, home: Path | Home):
+        self.home = Home(home)
+        self.db = connect(self.home.catalog, _SCHEMA)
 
     def __enter__(self) -> Catalog:
         return self
@@ -67,9 +67,9 @@ class Catalog:
 
     def _relative(self, path: Path | str) -> str:
         path = Path(path)
-        path = path.resolve() if path.is_absolute() else (self.home / path).resolve()
+        path = path if path.is_absolute() else self.home.root / path
         try:
-            return path.relative_to(self.home).as_posix()
+            return self.home.relative(path)
         except ValueError:
             raise UserError(f"shard {path} is not under the home {self.home}: "
                             "shards must live in $CLLM_HOME/shards/") from None
@@ -91,7 +91,7 @@ class Catalog:
         if crawl_id is not None:
             query, args = query + " AND crawl_id = ?", args + [crawl_id]
         rows = self.db.execute(query + " ORDER BY created, path", args).fetchall()
-        return [Shard(self.home / r[0], *r[1:]) for r in rows]
+        return [Shard(self.home.root / r[0], *r) for r in rows]
 
     def has_shard(self, path: Path | str) -> bool:
         return self.db.execute("SELECT 1 FROM shards WHERE path = ?",
@@ -100,16 +100,24 @@ class Catalog:
     def mark_consumed(self, paths: list[Path | str], version: str) -> None:
         """Mark shards consumed by a model version, all of them or (on an error) none."""
         relative = [self._relative(p) for p in paths]
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.db):
             for rel in relative:
                 cursor = self.db.execute(
                     "UPDATE shards SET state = 'consumed', consumed_by = ? WHERE path = ?",
                     (str(version), rel))
                 if cursor.rowcount == 0:
-                    raise UserError(f"shard {rel} is not in the catalog {self.home / 'catalog.sqlite'}: "
+                    raise UserError(f"shard {rel} is not in the catalog {self.home.catalog}: "
                                     "list shards with `cllm crawl` output or the catalog")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+
+
+def import_texts(home: Path | Home, crawl_id: str, texts: list[str], part: int = 1) -> Path:
+    """Plain texts (brought in from elsewhere, not crawled) as shard `part` of `crawl_id`,
+    written whole and catalogued `new`, as a crawl does with the documents it keeps."""
+    home = Home(home)
+    path = home.crawl_shards(crawl_id) / f"part-{part:05d}.parquet"
+    rows = [text_row(t, crawl_id, f"urn:cllm:{crawl_id}:{part}:{i}") for i, t in enumerate(texts)]
+    info = write_shard(path, rows)
+    with Catalog(home) as catalog:
+        catalog.add_shard(path, crawl_id, info.rows, info.bytes, info.sha256)
+    return path
+

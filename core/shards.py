@@ -1,23 +1,26 @@
-"""Parquet shards in the architecture's schema, written so no reader sees half of one.
+"""The shard format: Parquet files in the architecture's schema, written so no reader sees
+half of one, and the check that a file still is one.
 
 A shard is `$CLLM_HOME/shards/<crawl_id>/part-NNNNN.parquet`. Rows are written to a hidden
 temp file (`.part-NNNNN.parquet.tmp`) one row group at a time; once the file reaches the
-size limit, or the crawl ends, it is closed, synced and renamed into place.
+size limit, or the writer is closed, it is closed, synced and renamed into place.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib.metadata import version
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import crawler
+from core.files import atomic_path, file_sha256, publish
 
 SCHEMA_VERSION = "1"
 SCHEMA = pa.schema(
@@ -35,9 +38,11 @@ SCHEMA = pa.schema(
         ("n_chars", pa.int32()),
         ("crawl_id", pa.string()),
     ],
-    metadata={"cllm.schema_version": SCHEMA_VERSION, "cllm.crawler_version": crawler.__version__},
+    metadata={"cllm.schema_version": SCHEMA_VERSION,
+              "cllm.crawler_version": version("crystalline")},
 )
 _PART = re.compile(r"part-(\d{5})\.parquet")
+PARQUET_MAGIC = b"PAR1"
 
 
 @dataclass(frozen=True)
@@ -59,16 +64,54 @@ def remove_temp_files(crawl_dir: Path) -> None:
         tmp.unlink()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def is_parquet(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == PARQUET_MAGIC
 
 
 def describe(path: Path) -> ShardInfo:
-    return ShardInfo(path, pq.ParquetFile(path).metadata.num_rows, path.stat().st_size, _sha256(path))
+    return ShardInfo(path, pq.ParquetFile(path).metadata.num_rows, path.stat().st_size,
+                     file_sha256(path))
+
+
+def text_row(text: str, crawl_id: str, url: str, title: str = "") -> dict:
+    """A row of the schema for a document that was not fetched (text brought in from
+    elsewhere): status 200, plain text, language undetermined, dated now."""
+    return {"doc_id": hashlib.sha256(text.encode("utf-8")).hexdigest(), "url": url,
+            "canonical_url": url, "domain": urlsplit(url).hostname or "", "title": title,
+            "text": text, "language": "und", "fetched_at": datetime.now(timezone.utc),
+            "http_status": 200, "content_type": "text/plain", "n_chars": len(text),
+            "crawl_id": crawl_id}
+
+
+def write_shard(path: Path, rows: list[dict]) -> ShardInfo:
+    """Rows as one complete shard at `path`, written whole (see `ShardWriter` for a shard
+    that grows as a crawl goes)."""
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp, compression="zstd")
+    return describe(path)
+
+
+def shard_problem(path: Path, sha256: str) -> str | None:
+    """Why a catalogued shard cannot be read as one, or None when it can."""
+    if not path.is_file():
+        return "the file is missing"
+    if not is_parquet(path):
+        return "not a Parquet file"
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowException, OSError) as e:
+        return f"unreadable Parquet ({e})"
+    for field in SCHEMA:
+        if field.name not in schema.names:
+            return f"does not match the shard schema: no column {field.name!r}"
+        found = schema.field(field.name).type
+        if found != field.type:
+            return (f"does not match the shard schema: column {field.name!r} is {found}, "
+                    f"not {field.type}")
+    if file_sha256(path) != sha256:
+        return "its content changed since it was catalogued (sha256 differs)"
+    return None
 
 
 class ShardWriter:
@@ -110,15 +153,8 @@ class ShardWriter:
 
     def _commit(self) -> None:
         self.writer.close()
-        with self.tmp.open("rb") as f:
-            os.fsync(f.fileno())
         final = self.dir / f"part-{self.next_number:05d}.parquet"
-        os.replace(self.tmp, final)
-        dir_fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # the rename itself survives a power cut
-        finally:
-            os.close(dir_fd)
+        publish(self.tmp, final)
         self.writer, self.tmp = None, None
         self.next_number += 1
         self.on_commit(describe(final))

@@ -106,7 +106,7 @@ def crawl_and_learn(airflow: Standalone, runs_before: int) -> dict:
 
 
 def summary(home: Path) -> None:
-    from pipeline.catalog import Catalog
+    from core.catalog import Catalog
     from pipeline.registry import Registry
 
     with Catalog(home) as catalog:

@@ -1,7 +1,13 @@
-"""Main text and title of a fetched page: HTML through trafilatura, plain text, PDF."""
+"""Main text and title of a fetched page: HTML through trafilatura, plain text, PDF.
+
+`Extract` is the step (a fetched page in, a document with its text out); `extract` is the
+work itself, a function of plain data so that it can run in other processes (the crawl
+extracts in worker processes beside its event loop, see crawler/pipelines.py).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 import unicodedata
@@ -11,6 +17,8 @@ import trafilatura
 from pypdf import PdfReader
 from pypdf.errors import PdfReadError
 from trafilatura.utils import load_html
+
+from text.document import Document, Drop
 
 # The options the crawler extracts with; the benchmark uses the same ones.
 TRAFILATURA_OPTIONS = dict(
@@ -107,3 +115,33 @@ def extract_plain(text: str) -> Extracted | None:
         return None
     first_line = text.split("\n", 1)[0]
     return Extracted(title=first_line[:200], text=text)
+
+
+class Extract:
+    """The step: title and main text of a fetched page, normalised, its declared language
+    (<html lang>, else Content-Language) and `doc_id`, the sha256 of the text. Drops a body
+    that is really binary (`binary`) and a page without text (`no_text`).
+
+    Calling it extracts in this process. A caller with worker processes runs it in parts:
+    `extract(*step.arguments(doc))` in a worker, then `step.finish(doc, extracted)`.
+    """
+
+    def __call__(self, doc: Document) -> Document:
+        return self.finish(doc, extract(*self.arguments(doc)))
+
+    def arguments(self, doc: Document) -> tuple[str, bytes, str, str]:
+        """What `extract` needs of the page."""
+        if looks_binary(doc.body):
+            raise Drop("binary")
+        # Only PDF needs the raw bytes; HTML and text travel decoded.
+        body = doc.body if doc.content_type == "application/pdf" else b""
+        return doc.content_type, body, doc.html, doc.url
+
+    def finish(self, doc: Document, extracted: Extracted | None) -> Document:
+        if extracted is None or not extracted.text:
+            raise Drop("no_text")
+        doc.title, doc.text = extracted.title, extracted.text
+        doc.language = html_language(doc.body, doc.content_language)
+        doc.body, doc.html = b"", ""  # the raw page is not needed further: free it early
+        doc.doc_id = hashlib.sha256(doc.text.encode("utf-8")).hexdigest()
+        return doc

@@ -1,0 +1,45 @@
+"""`cllm crawl`: crawl sites into Parquet shards with the Scrapy project in crawler/, and
+print the report; an unfinished crawl of the same seeds is resumed."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from core.config import apply_flags
+from core.errors import UserError
+
+# Numbers arrive as strings and are converted by the config, so a bad value is one line.
+CRAWL_FLAGS = ["max_pages", "max_depth", "delay"]
+
+
+def add(sub) -> None:
+    p = sub.add_parser("crawl", help="crawl sites into Parquet shards (resumes an unfinished crawl)")
+    p.add_argument("--seeds", nargs="+", metavar="URL|FILE",
+                   help="seed URLs, or files of them one a line")
+    p.add_argument("--allowed-domains", nargs="+", metavar="DOMAIN",
+                   help="domains (and their subdomains) to stay within (default: the seeds')")
+    p.add_argument("--max-pages", metavar="N", help="stop after N responses (0: no limit)")
+    p.add_argument("--max-depth", metavar="N", help="follow links at most N hops (0: no limit)")
+    p.add_argument("--delay", metavar="SECONDS", help="seconds between requests to one site")
+    p.add_argument("--crawl-id", metavar="ID", help="name of the crawl (default: UTC time); "
+                   "the id of an unfinished crawl resumes it")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args, config) -> int:
+    from crawler.run import crawl
+
+    seeds = args.seeds or config.crawl.seed_list
+    if not seeds:
+        raise UserError("no seeds: give --seeds URL [URL|FILE ...] or set seeds in [crawl]")
+    apply_flags(config.crawl, args, CRAWL_FLAGS)
+    report = crawl(seeds, config.home, config.crawl, allowed_domains=args.allowed_domains,
+                   crawl_id=args.crawl_id)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
+    if report.finish_reason == "shutdown":
+        print(f"crawl {report.crawl_id} paused: run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    return 0

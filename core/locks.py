@@ -1,0 +1,42 @@
+"""A lock for one process at a time per home: an flock, which the kernel releases when its
+holder dies, however it dies. The holder writes its pid into the file, for messages."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+
+class FileLock:
+    def __init__(self, path: Path):
+        self.path = path
+        self.file = None
+
+    def acquire(self, wait: bool) -> bool:
+        """Take the lock: at once, or (with `wait`) when its holder lets go. False when it
+        is held and `wait` is off."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        file = self.path.open("a+")
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            file.close()
+            return False
+        file.truncate(0)
+        file.write(str(os.getpid()))
+        file.flush()
+        self.file = file
+        return True
+
+    def holder(self) -> str:
+        """The pid the holder wrote, or '?'."""
+        try:
+            return self.path.read_text().strip() or "?"
+        except OSError:
+            return "?"
+
+    def release(self) -> None:
+        if self.file is not None:
+            self.file.close()  # closing drops the flock
+            self.file = None
