@@ -130,4 +130,4 @@ def train_rank(args, config) -> int:
         if world.is_root:
             print_result(result)
 
-    return run_rank(args.group_size, work)
+    return run_rank(args.group_size, work, config.train.step_timeout)

@@ -54,6 +54,9 @@ class TrainConfig:
     # workers (0: as many as groups); set it to a distributed run's number of groups to make
     # one worker draw exactly that run's windows
     data_parts: int = 0
+    # seconds a worker waits in a step's reduction for the others before the job is stopped
+    # as hung (it covers the root's evaluation and checkpoint); 0: no limit
+    step_timeout: float = 600.0
 
     def validate(self) -> None:
         positive = ["steps", "batch_size", "seq_len", "eval_every", "eval_batches",
@@ -68,5 +71,7 @@ class TrainConfig:
             raise UserError(f"val_fraction={self.val_fraction} must be between 0 and 1")
         if self.threads < 0:
             raise UserError(f"threads={self.threads} must be 0 (all cores) or more")
+        if self.step_timeout < 0:
+            raise UserError(f"step_timeout={self.step_timeout} must be 0 (no limit) or more")
         if self.data_parts < 0:
             raise UserError(f"data_parts={self.data_parts} must be 0 (one per group) or more")

@@ -24,6 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -65,6 +70,10 @@ class Topology:
 class Solo(Topology):
     """One worker, in-process, no MPI."""
 
+    @contextlib.contextmanager
+    def reducing(self, step: int):
+        yield
+
     def gradient_reduction(self, shapes: dict):
         return lambda grads, loss, stop: (grads, loss, stop)
 
@@ -83,9 +92,15 @@ class Solo(Topology):
 
 
 class World(Topology):
-    """One rank of an MPI job (see the module docstring for the topology)."""
+    """One rank of an MPI job (see the module docstring for the topology).
 
-    def __init__(self, group_size: int | None = None):
+    With `step_timeout`, a rank that waits longer than that in a step's reduction calls
+    `on_stall(message)` (which ends the job): another rank hangs. In `run_dir`, every rank
+    notes the last step it arrived at, so the message names the ranks that never did.
+    """
+
+    def __init__(self, group_size: int | None = None, step_timeout: float = 0,
+                 on_stall: Callable[[str], None] | None = None, run_dir: Path | None = None):
         from mpi4py import MPI  # here, so that one worker never starts MPI
 
         keep_freed_memory()
@@ -112,6 +127,46 @@ class World(Topology):
         if sizes[0] != -sizes[1]:
             raise UserError(f"the machines run different numbers of workers ({-sizes[1]} to "
                             f"{sizes[0]}): give every machine the same number, or --group-size")
+        self.step_timeout, self.on_stall, self.run_dir = step_timeout, on_stall, run_dir
+        self.waiting: tuple[int, float] | None = None  # (step, since) while in a reduction
+        self.arrivals = None
+        if run_dir is not None:
+            self.arrivals = os.open(run_dir / f"rank-{self.rank}.step", os.O_CREAT | os.O_WRONLY)
+        if step_timeout and on_stall is not None:
+            threading.Thread(target=self._watch, daemon=True).start()
+
+    @contextlib.contextmanager
+    def reducing(self, step: int):
+        """Around a step's reduction: this rank has arrived at `step` and waits for the others."""
+        if self.arrivals is not None:
+            os.pwrite(self.arrivals, f"{step:<12}".encode(), 0)
+        self.waiting = (step, time.monotonic())
+        try:
+            yield
+        finally:
+            self.waiting = None
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(min(1.0, self.step_timeout / 4))
+            waiting = self.waiting
+            if waiting and time.monotonic() - waiting[1] > self.step_timeout:
+                self.on_stall(self._stall_message(*waiting))
+                return
+
+    def _stall_message(self, step: int, since: float) -> str:
+        waited = f"waited {time.monotonic() - since:.0f} s in step {step}'s reduction " \
+                 f"(step_timeout {self.step_timeout:g} s)"
+        if self.run_dir is None:
+            return f"rank {self.rank} {waited}: another rank hangs; the job was stopped"
+        arrived = {}
+        for path in self.run_dir.glob("rank-*.step"):
+            text = path.read_text().strip()
+            arrived[int(path.name.split("-")[1].split(".")[0])] = int(text) if text else -1
+        late = sorted(r for r in range(self.size) if arrived.get(r, -1) < step)
+        who = ", ".join(map(str, late)) or "?"
+        return (f"worker rank{'s' if len(late) > 1 else ''} {who} never arrived at step {step}: "
+                f"rank {self.rank} {waited}; the job was stopped")
 
     def gradient_reduction(self, shapes: dict, levels: str = "tree"):
         """A function (grads, loss, stop) -> the global (grads, loss, stop) on every rank.

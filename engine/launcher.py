@@ -30,14 +30,20 @@ EXIT_WORKER_FAILED = 3  # a rank died or raised; 2 stays "bad input", 130 "inter
 # --- running a rank -----------------------------------------------------------------------
 
 
-def connect(group_size: int | None) -> World:
+def connect(group_size: int | None, step_timeout: float = 0) -> World:
     """Join the MPI job this process was started in (by `launch` or by hand with mpiexec)."""
     from mpi4py import MPI
 
     run_dir = os.environ.get(RUN_DIR_ENV)
+    rank = MPI.COMM_WORLD.Get_rank()
     if run_dir:  # first, so that the launcher can name this rank if it dies setting up
-        write_text(Path(run_dir) / f"rank-{MPI.COMM_WORLD.Get_rank()}.pid", str(os.getpid()))
-    return World(group_size)
+        write_text(Path(run_dir) / f"rank-{rank}.pid", str(os.getpid()))
+
+    def stalled(message: str) -> None:  # from the watch thread: the main one is blocked
+        report(rank, "stalled", message)
+        MPI.COMM_WORLD.Abort(EXIT_WORKER_FAILED)
+
+    return World(group_size, step_timeout, stalled, Path(run_dir) if run_dir else None)
 
 
 def report(rank: int, kind: str, message: str) -> None:
@@ -53,7 +59,7 @@ def report(rank: int, kind: str, message: str) -> None:
         print(f"cllm train: error: rank {rank}: {message}", file=sys.stderr, flush=True)
 
 
-def run_rank(group_size: int | None, work) -> int:
+def run_rank(group_size: int | None, work, step_timeout: float = 0) -> int:
     """Run `work(world)` as one rank; any failure of a rank ends the whole job.
 
     Once MPI is initialised, a rank that ends alone leaves the others blocked in their next
@@ -63,7 +69,7 @@ def run_rank(group_size: int | None, work) -> int:
     try:
         from mpi4py import MPI  # initialises MPI
 
-        work(connect(group_size))
+        work(connect(group_size, step_timeout))
         return 0
     except Stopped as e:  # every rank stopped after the same step, the root checkpointed
         if MPI.COMM_WORLD.Get_rank() == 0:
@@ -159,7 +165,8 @@ def explain(status: int, run_dir: Path, noise: list[str]) -> tuple[int, str | No
         return 0, None
     reports = sorted((json.loads(p.read_text()) for p in run_dir.glob("rank-*.json")),
                      key=lambda r: r["rank"])
-    for kind, code in (("user", 2), ("interrupted", 130), ("crash", EXIT_WORKER_FAILED)):
+    for kind, code in (("user", 2), ("interrupted", 130), ("stalled", EXIT_WORKER_FAILED),
+                       ("crash", EXIT_WORKER_FAILED)):
         for r in reports:
             if r["kind"] == kind:
                 prefix = "" if kind != "crash" else f"worker rank {r['rank']} failed: "

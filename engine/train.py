@@ -45,7 +45,8 @@ from engine.tokenizer import Tokenizer
 
 log = structlog.get_logger()
 EVAL_SEED = 0xE7A1  # evaluation windows differ from every training step's
-# Tests only: "RANK:STEP" makes that rank raise an exception at that step.
+# Tests only: "RANK:STEP" makes that rank raise an exception at that step, "RANK:STEP:hang"
+# hang there.
 FAULT_ENV = "CRYSTALLINE_TEST_FAULT"
 
 
@@ -173,9 +174,13 @@ def evaluate(params, config: GPTConfig, tokens: np.ndarray, cfg: TrainConfig) ->
 
 
 def inject_fault(world: Topology, step: int) -> None:
-    """Tests only: raise in the rank and at the step named by $CRYSTALLINE_TEST_FAULT."""
-    if os.environ.get(FAULT_ENV) == f"{world.rank}:{step}":
+    """Tests only: raise (or, with `RANK:STEP:hang`, hang) in the rank and at the step named
+    by $CRYSTALLINE_TEST_FAULT."""
+    fault = os.environ.get(FAULT_ENV, "")
+    if fault == f"{world.rank}:{step}":
         raise RuntimeError(f"fault injected by {FAULT_ENV} at step {step}")
+    if fault == f"{world.rank}:{step}:hang":
+        threading.Event().wait()
 
 
 class StopFlag:
@@ -255,7 +260,8 @@ def train(start: Start, data: TokenData, out: Path, cfg: TrainConfig,
             # normalised by the whole step's token count, so the ranks' gradients sum to the mean
             loss, grads = loss_and_grads(params, config, x, y, normalizer=tokens_per_step)
             computed = time.perf_counter()
-            grads, loss, stopping = reduce(grads, loss, stop.signal is not None)
+            with world.reducing(step):
+                grads, loss, stopping = reduce(grads, loss, stop.signal is not None)
             reduced = time.perf_counter()
             norm = clip_grad_norm(grads, cfg.grad_clip)
             if not (math.isfinite(loss) and math.isfinite(norm)):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from conftest import CLLM, TEXT, run_cllm
+from conftest import CLLM, TEXT, job_processes, run_cllm
 
 # Seed 1: with the default seed 1337 and two data parts, one embedding element's first
 # gradient is 1.4e-8, the size of Adam's eps, where float32 rounding alone (one worker with its
@@ -56,21 +56,6 @@ def events(stderr: str, name: str) -> list[dict]:
     for line in stderr.splitlines():
         if line.startswith("{") and f'"event": "{name}"' in line:
             found.append(json.loads(line))
-    return found
-
-
-def job_processes(home: Path) -> dict[int, dict]:
-    """The processes started for CLLM_HOME=home (launcher, mpiexec, proxies, ranks): pid -> env."""
-    found = {}
-    marker = f"CLLM_HOME={home}".encode()
-    for proc in Path("/proc").iterdir():
-        try:
-            env = (proc / "environ").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            continue
-        if proc.name.isdigit() and marker in env:
-            found[int(proc.name)] = dict(e.decode(errors="replace").partition("=")[::2]
-                                         for e in env if b"=" in e)
     return found
 
 
@@ -205,6 +190,24 @@ def test_an_exception_in_a_worker_ends_the_job_and_keeps_the_checkpoint(home):
     assert_nothing_left(home)
     assert checkpoint_step(out) == 4
     run_cllm("generate", "--model", out, "--max-tokens", "5", home=home)
+
+
+@pytest.mark.slow
+def test_a_hung_worker_ends_the_job_after_step_timeout_naming_it(home):
+    """Rank 1 hangs (neither dies nor raises) in step 5: rank 0 waits in the reduction for
+    `step_timeout` seconds, then stops the job, naming the rank that never arrived."""
+    out = home / "model"
+    (home / "cllm.toml").write_text("[train]\ncheckpoint_every = 2\neval_every = 1000\n"
+                                    "step_timeout = 3\n")
+    proc = start(home, *TINY, "--steps", "100000", "--out", out, "--workers", "2",
+                 env={"CRYSTALLINE_TEST_FAULT": "1:5:hang"})
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("cllm train: error: worker rank 1 never arrived at step 5"), last
+    assert "step_timeout 3 s" in last
+    assert_nothing_left(home)
+    assert checkpoint_step(out) == 4
 
 
 def test_a_batch_the_workers_cannot_share_is_one_clear_error(home):
