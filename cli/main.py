@@ -12,6 +12,7 @@ import sys
 from app.config import load_app_config
 from cli import crawl, generate, models, tokenize, train, ui, update
 from core.errors import UserError
+from core.files import storage_problem
 from core.log import configure_logging
 
 COMMANDS = [train, generate, tokenize, crawl, update, models, ui]
@@ -27,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args, config) or 0
     except UserError as e:
         print(f"cllm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if (problem := storage_problem(e)) is None:
+            raise
+        print(f"cllm {args.command}: error: {problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         print(f"cllm {args.command}: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)

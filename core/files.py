@@ -5,6 +5,7 @@ one. Directories (a checkpoint, a token-cache entry) are swapped in the same way
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -115,3 +116,18 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# What a full disk, a quota or a permission says; the cure is the user's, not a retry's.
+STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def storage_problem(error: OSError) -> str | None:
+    """One line for an error of the storage itself (disk full, no permission), else None."""
+    if error.errno not in STORAGE_ERRORS:
+        return None
+    where = f" writing {error.filename}" if error.filename else ""
+    fix = "free some space" if error.errno in (errno.ENOSPC, errno.EDQUOT) else \
+        "fix the permissions"
+    return f"{error.strerror}{where}: {fix} and run again (nothing was left half-written)"
+

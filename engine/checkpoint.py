@@ -15,6 +15,8 @@ version or the new one, never a mix.
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -49,12 +51,22 @@ def save_checkpoint(out: Path, config: GPTConfig, params: dict, optimizer_state:
                     tokenizer: Tokenizer, state: dict, metrics: dict) -> None:
     with atomic_dir(Path(out)) as tmp:
         (tmp / "config.json").write_text(json.dumps(asdict(config), indent=2))
-        save_file({k: to_numpy(v) for k, v in params.items()}, tmp / "model.safetensors")
-        save_file({k: to_numpy(v) for k, v in optimizer_state.items()},
-                  tmp / "optimizer.safetensors")
+        _save_tensors(params, tmp / "model.safetensors")
+        _save_tensors(optimizer_state, tmp / "optimizer.safetensors")
         (tmp / "tokenizer.json").write_text(tokenizer.json_text, encoding="utf-8")
         (tmp / "training_state.json").write_text(json.dumps(state, indent=2))
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+
+def _save_tensors(tensors: dict, path: Path) -> None:
+    try:
+        save_file({k: to_numpy(v) for k, v in tensors.items()}, path)
+    except SafetensorError as e:  # an I/O error in Rust: the OSError it was, for callers
+        found = re.search(r"os error (\d+)", str(e))
+        if not found:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from None
 
 
 def is_checkpoint(path: Path) -> bool:

@@ -4,6 +4,7 @@ and running the real `cllm` command line as a subprocess."""
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,22 @@ def run_cllm(*args, home: Path, env: dict | None = None, check: bool = True, **k
         raise AssertionError(f"cllm {' '.join(map(str, args))} exited {result.returncode}:\n"
                              f"{result.stderr[-3000:]}")
     return result
+
+
+def job_processes(home: Path) -> dict[int, dict]:
+    """The processes running with CLLM_HOME=home in their environment (a crawl and its
+    workers, an MPI launcher and its ranks, ...): pid -> environment."""
+    found = {}
+    marker = f"CLLM_HOME={home}".encode()
+    for proc in Path("/proc").iterdir():
+        try:
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if proc.name.isdigit() and marker in env:
+            found[int(proc.name)] = dict(e.decode(errors="replace").partition("=")[::2]
+                                         for e in env if b"=" in e)
+    return found
 
 
 @pytest.fixture
@@ -49,3 +66,25 @@ def registry_template(tmp_path_factory):
     from continual_kit import empty_registry
 
     return empty_registry(tmp_path_factory.mktemp("registry-template"))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """`small_disk(megabytes)`: a folder on a tmpfs of that size, to fill up (unmounted at the
+    end); the test is skipped where mounting is not permitted."""
+    mounts = []
+
+    def make(megabytes: float) -> Path:
+        path = tmp_path / f"disk-{uuid.uuid4().hex[:8]}"
+        path.mkdir()
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={int(megabytes * 1024)}k",
+                                  "tmpfs", str(path)], capture_output=True, text=True)
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+        mounts.append(path)
+        return path
+
+    yield make
+    for path in mounts:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+

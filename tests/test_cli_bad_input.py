@@ -163,3 +163,20 @@ def test_command_line_mistakes_are_one_line(home, args, needle):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert needle in result.stderr and "--help" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_last_one(small_disk):
+    """A home with room for one checkpoint of this model but not for the next (the new one is
+    written whole beside the old before they swap): one line, and the old one intact."""
+    home = small_disk(8)
+    out = home / "model"
+    (home / "cllm.toml").write_text("[train]\ncheckpoint_every = 4\neval_every = 1000\n")
+    result = run_cllm("--config", home / "cllm.toml", "train", "--data",
+                      TEXT / "shakespeare" / "hamlet.txt", "--out", out, "--steps", "8",
+                      "--n-layer", "2", "--n-head", "2", "--n-embd", "128", "--seq-len", "32",
+                      "--batch-size", "4", "--vocab-size", "300", home=home, check=False)
+    assert_clear_error(result, "No space left on device", "free some space")
+    assert json.loads((out / "training_state.json").read_text())["step"] == 4
+    assert not list(home.glob(".model*")), "a half-written checkpoint was left behind"
+    run_cllm("generate", "--model", out, "--max-tokens", "3", home=home)
