@@ -43,7 +43,18 @@ class Evaluation:
 
     @classmethod
     def from_dict(cls, data: dict) -> Evaluation:
-        return cls(**data)
+        """An evaluation handed over by another process (an Airflow XCom): its losses are
+        numbers or None; its verdict is for `recheck` to compute again."""
+        try:
+            evaluation = cls(**data)
+            losses = [evaluation.val_loss_new, evaluation.val_loss_old,
+                      evaluation.parent_val_loss_new, evaluation.parent_val_loss_old]
+            valid = all(x is None or isinstance(x, (int, float)) for x in losses)
+        except TypeError:
+            valid = False
+        if not valid:
+            raise UserError("the evaluation handed over is not valid: evaluate again")
+        return evaluation
 
 
 def evaluate(config: Config, registry: Registry, plan: Plan) -> Evaluation:
@@ -83,6 +94,14 @@ def evaluate(config: Config, registry: Registry, plan: Plan) -> Evaluation:
     log.info("evaluate", plan=plan.id, **result.to_dict())
     write_json(saved, result.to_dict())
     return result
+
+
+def recheck(config: Config, registry: Registry, plan: Plan, e: Evaluation) -> Evaluation:
+    """The gate's verdict computed again from the evaluation's losses: a verdict that comes
+    from elsewhere is never taken on trust."""
+    passed, reason = gate(config, plan, e.val_loss_new, e.val_loss_old, e.parent_val_loss_new,
+                          e.parent_val_loss_old, champion_exists=registry.champion() is not None)
+    return dataclasses.replace(e, passed=passed, reason=reason)
 
 
 def gate(config: Config, plan: Plan, new_loss: float | None, old_loss: float | None,

@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import shutil
+from pathlib import PurePosixPath
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 
@@ -26,6 +28,8 @@ from pipeline.config import Config
 from pipeline.registry import Registry
 
 log = structlog.get_logger()
+_ID = re.compile(r"(update|scratch|retrain)-[0-9a-f]{12}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class PlanKind(str, Enum):
@@ -72,7 +76,32 @@ class Plan:
 
     @classmethod
     def from_dict(cls, data: dict) -> Plan:
-        return cls(**data | {"kind": PlanKind(data["kind"])})
+        """A plan handed over by another process (an Airflow XCom), checked: its id names a
+        work folder inside the home and hashes what it names; its shards lie under shards/."""
+        try:
+            plan = cls(**data | {"kind": PlanKind(data["kind"])})
+            problem = _problem(plan)
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            problem = f"{type(e).__name__}: {e}"
+        if problem:
+            raise UserError(f"the plan handed over is not valid ({problem}): plan again")
+        return plan
+
+
+def _problem(plan: Plan) -> str | None:
+    if not isinstance(plan.id, str) or not _ID.fullmatch(plan.id):
+        return f"id {plan.id!r} is not one of this pipeline's"
+    if plan.parent is not None and not (isinstance(plan.parent, str) and plan.parent.isdigit()):
+        return f"parent {plan.parent!r} is not a version number"
+    for entry in plan.new + plan.old:
+        path = PurePosixPath(entry["path"])
+        if path.is_absolute() or ".." in path.parts or path.parts[:1] != ("shards",):
+            return f"shard {entry['path']!r} is not under the home's shards/"
+        if not _SHA256.fullmatch(str(entry["sha256"])):
+            return f"shard {entry['path']!r} has no sha256"
+    if plan.learned and plan.id != _plan_id(plan.kind, plan.parent, plan.learned):
+        return f"id {plan.id} does not match its kind, parent and shards"
+    return None
 
 
 def _plan_id(kind: PlanKind, parent: str | None, shards: list[dict]) -> str:

@@ -23,7 +23,7 @@ from core.home import Home
 from engine.checkpoint import load_model
 from engine.progress import ProgressFile, progress_path
 from pipeline.config import Config
-from pipeline.gate import Evaluation
+from pipeline.gate import Evaluation, recheck
 from pipeline.plan import Plan, check_current, new_paths
 from pipeline.registry import Registry
 from pipeline.training import model_dir
@@ -96,10 +96,11 @@ def reconcile(config: Config, registry: Registry) -> list[str]:
 
 def finish(config: Config, registry: Registry, plan: Plan,
            evaluation: Evaluation) -> tuple[str, bool]:
-    """Register and promote, keep the training's live-progress file, then drop the plan's
-    work folder: the version and whether champion moved."""
+    """Register and promote (the gate's verdict computed again), keep the training's
+    live-progress file, then drop the plan's work folder: the version and whether champion
+    moved."""
     home = Home(config.home)
-    version = register(config, registry, plan, evaluation)
+    version = register(config, registry, plan, recheck(config, registry, plan, evaluation))
     promoted = promote(config, registry, version)
     _keep_progress(home, plan, f"{config.model_name}/{version}", promoted)
     shutil.rmtree(home.work_folder(plan.id), ignore_errors=True)

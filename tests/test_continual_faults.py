@@ -17,6 +17,7 @@ from continual_kit import (
 )
 
 from conftest import CLLM, run_cllm
+from core.errors import UserError
 from pipeline import continual, gate, plan, publish, training
 from pipeline.config import load_config
 from pipeline.registry import Registry
@@ -148,3 +149,25 @@ def test_no_wait_exits_at_once_while_another_update_holds_the_lock(tmp_path):
     assert result.stderr.strip() == (
         f"cllm update: error: another update is running in {home} (it holds "
         f"{home / 'update.lock'}): wait for it, or run without --no-wait to queue behind it")
+
+
+def test_a_plan_and_an_evaluation_handed_over_are_checked_not_trusted(tmp_path):
+    """What an Airflow task gets by XCom from the one before: a plan whose id would name a
+    folder outside the home, or whose shards lie elsewhere, is refused; a verdict that does
+    not follow from its losses is computed again."""
+    entry = {"path": "shards/c1/part-00001.parquet", "sha256": "a" * 64}
+    good = plan.Plan(plan._plan_id(plan.PlanKind.UPDATE, "1", [entry]), "1", [entry])
+    assert plan.Plan.from_dict(good.to_dict()) == good
+    for bad in ({"id": "../.."}, {"id": "update-000000000000"}, {"parent": "../x"},
+                {"new": [{"path": "../../etc/passwd", "sha256": "a" * 64}]},
+                {"new": [{"path": "/etc/passwd", "sha256": "a" * 64}]}, {"kind": "wipe"}):
+        with pytest.raises(UserError, match="the plan handed over is not valid"):
+            plan.Plan.from_dict(good.to_dict() | bad)
+    with pytest.raises(UserError, match="the evaluation handed over is not valid"):
+        gate.Evaluation.from_dict({"val_loss_new": "rm -rf"})
+
+    cfg = config(tmp_path)
+    claimed = gate.Evaluation(4.0, 3.0, 3.9, 3.0, passed=True, reason="trust me")
+    rechecked = gate.recheck(cfg, Registry(tmp_path, "cllm"), good, claimed)
+    assert not rechecked.passed
+    assert rechecked.reason == "new-data loss 4.0000 does not improve on the parent's 3.9000"
