@@ -16,8 +16,7 @@ config = settings()
     **dag_args(config.crawl.schedule),
     params={
         "seeds": Param(config.crawl.seed_list, type="array", items={"type": "string"},
-                       description="seed URLs, or files of them on the workers "
-                       "(default: [crawl] seeds)"),
+                       description="seed URLs (default: [crawl] seeds)"),
         "max_pages": Param(config.crawl.max_pages, type="integer", minimum=0,
                            description="HTTP responses per crawl; 0: no limit"),
         "max_depth": Param(config.crawl.max_depth, type="integer", minimum=0,

@@ -14,6 +14,8 @@ parses them, and the heavy work (numpy, Scrapy, MLflow) loads in the task that n
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,6 +40,8 @@ QUICK = {"retries": 2, "retry_delay": timedelta(minutes=1),
          "execution_timeout": timedelta(minutes=30)}
 TRAIN = {"retries": 2, "retry_delay": timedelta(minutes=2),
          "execution_timeout": timedelta(hours=12)}
+STOP_GRACE = 60.0  # seconds a stopped crawl gets to pause, then to end, before it is killed
+_DOMAIN = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*")
 
 
 def settings() -> Config:
@@ -79,22 +83,41 @@ def user_errors_fail() -> Iterator[None]:
 # --- crawl -----------------------------------------------------------------------------------
 
 
+def check_params(seeds: list[str], allowed_domains: list[str]) -> None:
+    """What a DAG run may be given: seeds that are http(s) URLs (no file is read on the
+    worker; nothing becomes an option of the command), and plain domain names."""
+    from crawler.urls import check_seed
+
+    for seed in seeds:
+        if not isinstance(seed, str) or not seed.startswith(("http://", "https://")):
+            raise UserError(f"seed {seed!r} is not an http(s) URL: the crawl DAG takes URLs "
+                            "only (files of seeds are for `cllm crawl` by hand)")
+        check_seed(seed)
+    for domain in allowed_domains:
+        if not isinstance(domain, str) or not _DOMAIN.fullmatch(domain):
+            raise UserError(f"allowed domain {domain!r} is not a domain name such as "
+                            "docs.python.org")
+
+
 def run_crawl(config: Config, seeds: list[str], max_pages: int = 0, max_depth: int = 0,
-              allowed_domains: list[str] | None = None) -> dict:
-    """`cllm crawl --json` in a subprocess (Scrapy's reactor runs once per process); its log
-    goes to this process's stderr as it comes. Returns the crawl report. An unfinished crawl of
-    the same seeds (a killed or timed-out try) is resumed."""
+              allowed_domains: list[str] | None = None, grace: float = STOP_GRACE) -> dict:
+    """`cllm crawl --json` in a subprocess (Scrapy's reactor runs once per process) and a
+    process group of its own; its log goes to this process's stderr as it comes. Returns the
+    crawl report. An unfinished crawl of the same seeds (a killed or timed-out try) is
+    resumed. Stopped (the task's timeout, a kill from the UI), the crawl is asked to pause and,
+    if it does not within `grace` seconds, ended, and then killed with all it started."""
     seeds = seeds or config.crawl.seed_list
     if not seeds:
         raise UserError("no seeds: give the DAG param seeds, or set seeds in [crawl] "
                         "(CLLM_CRAWL_SEEDS)")
+    check_params(seeds, allowed_domains or [])
     args = ["crawl", "--json", "--seeds", *seeds, "--max-pages", str(max_pages),
             "--max-depth", str(max_depth)]
     args += ["--allowed-domains", *allowed_domains] if allowed_domains else []
     command, env = cllm_command(config.home, *args)
     with tempfile.TemporaryFile("w+") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.PIPE, text=True,
-                                   env=env)
+                                   env=env, start_new_session=True)
         last = ""
         try:
             for line in process.stderr:
@@ -102,8 +125,7 @@ def run_crawl(config: Config, seeds: list[str], max_pages: int = 0, max_depth: i
                 last = line.strip() or last
             code = process.wait()
         except BaseException:  # the task's timeout, or the task being stopped
-            process.send_signal(signal.SIGINT)  # the crawl pauses: the retry resumes it
-            process.wait()
+            stop_group(process, grace)
             raise
         out.seek(0)
         report = out.read()
@@ -112,6 +134,26 @@ def run_crawl(config: Config, seeds: list[str], max_pages: int = 0, max_depth: i
     if code != 0:
         raise RuntimeError(f"cllm crawl exited with {code}: {last}")
     return json.loads(report)
+
+
+def stop_group(process: subprocess.Popen, grace: float) -> None:
+    """SIGINT (a crawl pauses, resumable by the retry), then SIGTERM, then SIGKILL, to the
+    process's whole group, each after `grace` seconds; whatever of the group is left at the
+    end is killed too, so no process and no lock outlive the task."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+            process.wait(grace)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+        except ProcessLookupError:
+            break
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 def shards_event(report: dict) -> dict:

@@ -8,13 +8,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from continual_kit import TINY, shard_states
 from crawlkit import FAST, SITE, SITE_UPDATE, SiteServer
 
-from conftest import ROOT
+from conftest import ROOT, job_processes
 from pipeline.airflow_local import airflow_env
 from pipeline.registry import Registry
 
@@ -162,40 +163,75 @@ def test_crawl_with_bad_seeds_fails_at_once_and_announces_nothing(tmp_path):
     assert run["tasks"]["crawl"] == {"state": "failed", "try_number": 1}
     assert run["events"] == []
     assert not list(home.glob("shards/*/*.parquet"))
-    assert "AirflowFailException: seed 'not-a-url' is neither an http(s) URL nor an existing " \
-        "file" in log
+    assert "AirflowFailException: seed 'not-a-url' is not an http(s) URL: the crawl DAG takes " \
+        "URLs only" in log
 
 
 class TaskTimeout(Exception):
     """What Airflow raises in a task that runs past its execution_timeout."""
 
 
+def stopped_crawl_task(home: Path, after: float, during=None, **run_args) -> None:
+    """The crawl task on the demo site, stopped `after` seconds as Airflow stops a task (an
+    exception in its thread); `during(seconds_in)` is called every tenth of a second first."""
+    from pipeline.airflow_tasks import run_crawl
+    from pipeline.config import load_config
+
+    server = SiteServer([SITE])
+    config = load_config(environ=FAST | {"CLLM_HOME": str(home), "CLLM_CRAWL_DELAY": "0.3",
+                                        "CLLM_CRAWL_EXTRACT_WORKERS": "0"})
+    started = time.monotonic()
+
+    def stop(signum, frame):
+        if time.monotonic() - started < after:
+            if during is not None:
+                during(time.monotonic() - started)
+            return
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        raise TaskTimeout
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, 0.1, 0.1)  # the crawl of ~70 pages takes over 20 s
+    try:
+        with pytest.raises(TaskTimeout):
+            run_crawl(config, [server.url], **run_args)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        server.close()
+
+
+def assert_crawl_lock_free(home: Path) -> None:
+    with open(home / "crawl" / "lock") as f:  # nothing holds the crawl lock any more
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 @pytest.mark.slow
 def test_a_crawl_task_stopped_midway_leaves_a_paused_crawl_for_the_retry(tmp_path):
     """The crawl task's subprocess is paused (not orphaned, not killed) when the task is
     stopped, so the crawl lock is free and the retry resumes the same crawl."""
-    from pipeline.airflow_tasks import run_crawl
-    from pipeline.config import load_config
-
     home = tmp_path / "home"
-    server = SiteServer([SITE])
-    config = load_config(environ=FAST | {"CLLM_HOME": str(home), "CLLM_CRAWL_DELAY": "0.3",
-                                        "CLLM_CRAWL_EXTRACT_WORKERS": "0"})
-
-    def stop(signum, frame):
-        raise TaskTimeout
-
-    previous = signal.signal(signal.SIGALRM, stop)
-    signal.alarm(4)  # the crawl of about 70 pages takes over 20 s at this delay
-    try:
-        with pytest.raises(TaskTimeout):
-            run_crawl(config, [server.url])
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-        server.close()
+    stopped_crawl_task(home, after=4)
     (job,) = [json.loads(p.read_text()) for p in home.glob("crawl/jobs/*/job.json")]
     assert job["status"] == "paused"
-    lock = home / "crawl" / "lock"
-    with open(lock) as f:  # nothing holds the crawl lock any more
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert_crawl_lock_free(home)
+
+
+@pytest.mark.slow
+def test_a_crawl_that_will_not_stop_is_killed_with_all_it_started(tmp_path):
+    """A crawl that ignores SIGINT and SIGTERM (here: stopped with SIGSTOP, so every signal
+    but SIGKILL waits) is killed after the grace periods, its whole process group with it:
+    no process is left and the crawl lock is free for the next try."""
+    home = tmp_path / "home"
+    frozen = []
+
+    def freeze(seconds_in: float) -> None:
+        if seconds_in > 3 and not frozen:
+            for pid in job_processes(home):
+                os.kill(pid, signal.SIGSTOP)
+            frozen.append(True)
+
+    stopped_crawl_task(home, after=4, during=freeze, grace=1)
+    assert frozen
+    assert job_processes(home) == {}
+    assert_crawl_lock_free(home)
