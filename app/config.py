@@ -13,13 +13,19 @@ from pipeline.config import Config
 
 @dataclass
 class UIConfig:
-    host: str = "127.0.0.1"  # an address other than loopback needs a token
+    host: str = "127.0.0.1"
     port: int = 8000
-    token: str = ""  # when set, every request must carry it (CLLM_UI_TOKEN)
+    # the secret every request must carry (CLLM_UI_TOKEN); empty: a new one at each start,
+    # shown in the URL printed (`cllm ui --no-token` goes without, on loopback only)
+    token: str = ""
+    max_generations: int = 4  # texts generated at once, all clients together
 
     def validate(self) -> None:
         if not 0 < self.port < 65536:
             raise UserError(f"ui setting port={self.port} must be between 1 and 65535")
+        if self.max_generations < 1:
+            raise UserError(f"ui setting max_generations={self.max_generations} must be at "
+                            "least 1")
 
 
 @dataclass

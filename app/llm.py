@@ -89,10 +89,11 @@ def until(pieces: Iterator[str], stop: str) -> Iterator[str]:
 
 
 class Generator:
-    """Loaded versions (the last few) and who is generating right now."""
+    """Loaded versions (the last few) and who is generating right now: one text at a time
+    per client, at most `limit` at a time in all."""
 
-    def __init__(self, pipeline):
-        self.pipeline = pipeline
+    def __init__(self, pipeline, limit: int):
+        self.pipeline, self.limit = pipeline, limit
         self.models: OrderedDict[str, Model] = OrderedDict()
         self.load_lock = threading.Lock()
         self.clients: set[str] = set()
@@ -107,13 +108,17 @@ class Generator:
             self.models.move_to_end(version.version)
             return self.models[version.version]
 
-    def claim(self, client: str) -> bool:
-        """Take the client's one generation slot; False when it is generating already."""
+    def claim(self, client: str) -> tuple[int, str] | None:
+        """Take a generation slot for the client, or say why not (HTTP status, message)."""
         with self.clients_lock:
             if client in self.clients:
-                return False
+                return 429, ("this client is already generating: wait for that text to "
+                             "finish, or stop it")
+            if len(self.clients) >= self.limit:
+                return 503, (f"{self.limit} texts are being generated already (ui setting "
+                             "max_generations): try again in a moment")
             self.clients.add(client)
-            return True
+            return None
 
     def release(self, client: str) -> None:
         with self.clients_lock:

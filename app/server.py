@@ -1,8 +1,9 @@
 """The FastAPI application and `serve`, what `cllm ui` runs.
 
-Security: the server listens on 127.0.0.1 unless told otherwise, and then only answers
-requests naming a loopback host (no DNS rebinding). Anywhere else it needs a token, which
-every request must carry: `Authorization: Bearer TOKEN`, or the cookie set when the page is
+Security: the server listens on 127.0.0.1 unless told otherwise, and there only answers
+requests naming a loopback host (no DNS rebinding). Every request must carry a token (a new
+one at each start unless configured, shown in the URL printed, as Jupyter does; `--no-token`
+goes without on loopback): `Authorization: Bearer TOKEN`, or the cookie set when the page is
 opened once as `/?token=TOKEN`. Requests that change something are JSON POSTs (a form on
 another site cannot send one), of bounded size. Nothing the page sends becomes a path.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 import socket
+import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
@@ -74,7 +76,7 @@ def create_app(config: AppConfig, config_file: str | None = None) -> FastAPI:
     home = Path(config.home).resolve()
     pipeline = Pipeline(home, config.model_name)
     jobs = Jobs(home, config_file)
-    generator = Generator(pipeline)
+    generator = Generator(pipeline, config.ui.max_generations)
     token = config.ui.token
 
     @asynccontextmanager
@@ -118,7 +120,7 @@ def create_app(config: AppConfig, config_file: str | None = None) -> FastAPI:
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
 
-    if is_loopback(config.ui.host) and not token:
+    if is_loopback(config.ui.host):
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_NAMES)
 
     @app.exception_handler(RequestValidationError)
@@ -229,9 +231,9 @@ def create_app(config: AppConfig, config_file: str | None = None) -> FastAPI:
             raise HTTPException(422, str(e)) from None
         version = registered(body.model)
         client = request.client.host if request.client else "unknown"
-        if not generator.claim(client):
-            raise HTTPException(429, "this client is already generating: wait for that text "
-                                "to finish, or stop it")
+        refused = generator.claim(client)
+        if refused:
+            raise HTTPException(*refused)
         try:
             pieces = generator.stream(generator.model(version), body, text)
         except BaseException:
@@ -254,12 +256,15 @@ def create_app(config: AppConfig, config_file: str | None = None) -> FastAPI:
     return app
 
 
-def serve(config: AppConfig, config_file: str | None = None) -> None:
+def serve(config: AppConfig, config_file: str | None = None, no_token: bool = False) -> None:
     """Listen and serve until Ctrl-C or SIGTERM; running jobs are stopped on the way out."""
     ui = config.ui
-    if not ui.token and not is_loopback(ui.host):
-        raise UserError(f"--host {ui.host} is reachable from other machines: give --token "
-                        "SECRET (or set CLLM_UI_TOKEN), or listen on 127.0.0.1")
+    if no_token and not is_loopback(ui.host):
+        raise UserError(f"--host {ui.host} is reachable from other machines: drop --no-token "
+                        "(a token is made at start, or give --token SECRET), or listen on "
+                        "127.0.0.1")
+    if not ui.token and not no_token:
+        ui.token = secrets.token_urlsafe(24)
     app = create_app(config, config_file)
     family = socket.AF_INET6 if ":" in ui.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -271,6 +276,8 @@ def serve(config: AppConfig, config_file: str | None = None) -> None:
         raise UserError(f"cannot listen on {ui.host}:{ui.port} ({e.strerror}): choose another "
                         "--port or --host") from None
     shown = f"[{ui.host}]" if ":" in ui.host else ui.host
-    log.info("ui_start", url=f"http://{shown}:{ui.port}/", home=str(Path(config.home).resolve()))
+    url = f"http://{shown}:{ui.port}/" + (f"?token={ui.token}" if ui.token else "")
+    log.info("ui_start", url=url, home=str(Path(config.home).resolve()))
+    print(f"cllm ui: open {url} (Ctrl-C stops)", file=sys.stderr, flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     server.run(sockets=[sock])

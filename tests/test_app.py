@@ -39,11 +39,14 @@ LONG_RUN = 2500  # steps of the page's training: long enough to watch, then stop
 
 
 class UI:
-    """`cllm ui` on a free port, stopped with SIGTERM (it stops its own jobs)."""
+    """`cllm ui` on a free port, stopped with SIGTERM (it stops its own jobs); without a
+    token unless `args` say otherwise (`token=True`: the one it makes at start)."""
 
-    def __init__(self, home: Path, *args: str, wait: bool = True):
+    def __init__(self, home: Path, *args: str, wait: bool = True, token: bool = False):
         self.port = free_port(0)
         self.url = f"http://127.0.0.1:{self.port}"
+        if "--token" not in args and not token:
+            args = ("--no-token", *args)
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")}
         self.log = open(home.parent / f"ui-{self.port}.log", "w")
         self.process = subprocess.Popen(
@@ -325,10 +328,24 @@ def test_generation_streams_before_it_ends(world):
 
 def test_token_rule(world):
     home = world["home"]
-    refused = run_cllm("ui", "--host", "0.0.0.0", home=home, check=False)
+    refused = run_cllm("ui", "--host", "0.0.0.0", "--no-token", home=home, check=False)
     assert refused.returncode == 2
     assert refused.stderr.strip().count("\n") == 0
-    assert "give --token" in refused.stderr
+    assert "drop --no-token" in refused.stderr
+
+    ui = UI(home, token=True)  # loopback, no token configured: one is made and shown
+    try:
+        deadline = time.monotonic() + 30
+        while "?token=" not in ui.output() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        shown = next(line for line in ui.output().splitlines() if line.startswith("cllm ui: open"))
+        token = shown.split("?token=")[1].split()[0]
+        assert len(token) >= 24
+        assert httpx.get(f"{ui.url}/api/models").status_code == 401
+        assert httpx.get(f"{ui.url}/api/models",
+                         headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    finally:
+        ui.close()
 
     ui = UI(home, "--token", "s3cret")
     try:

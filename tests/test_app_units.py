@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from app.data import MAX_POINTS, read_progress
-from app.llm import until
+from app.llm import Generator, until
 from engine.distributed import worker_times
 from engine.progress import ProgressFile, progress_path
 
@@ -66,3 +66,14 @@ def test_chat_text_stops_before_the_next_user_turn_and_still_streams():
     assert list(until(iter(pieces), "\nUser:")) == ["Hel", "lo the", "re"]
     assert "".join(until(iter(["a\nU", "nder"]), "\nUser:")) == "a\nUnder"
     assert list(until(iter(["abc", "def"]), "\nUser:")) == ["abc", "def"]
+
+
+def test_generations_are_one_per_client_and_capped_for_all_clients():
+    generator = Generator(pipeline=None, limit=2)
+    assert generator.claim("10.0.0.1") is None and generator.claim("10.0.0.2") is None
+    assert generator.claim("10.0.0.1")[0] == 429  # that client is generating already
+    status, message = generator.claim("10.0.0.3")
+    assert status == 503 and "max_generations" in message
+    generator.release("10.0.0.1")
+    assert generator.claim("10.0.0.3") is None
+
