@@ -1,0 +1,109 @@
+"""Kill campaigns: a training run and a continuous-learning update SIGKILLed at random moments,
+20 times each, then run to the end. After every kill no partial file is visible (a model
+directory is whole or absent); in the end the result is the one an uninterrupted run gives,
+and an update registers one version and marks its shard consumed once.
+
+(The crawl's campaign is in tests/test_crawl_resume.py.)"""
+
+import json
+import os
+import random
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from continual_kit import TINY, documents, new_home, shard_states, write_shard
+from safetensors.numpy import load_file
+
+from conftest import CLLM, TEXT, run_cllm
+from engine.checkpoint import is_checkpoint, load_model
+from pipeline.registry import Registry
+
+pytestmark = pytest.mark.slow
+KILLS = 20
+TRAIN = ["train", "--data", TEXT / "shakespeare" / "hamlet.txt", "--steps", "60",
+         "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--seq-len", "32",
+         "--batch-size", "8", "--vocab-size", "300", "--threads", "1"]
+
+
+def campaign(home: Path, args, env: dict, span: float, seed: int):
+    """Start `cllm ARGS` (`args()`: what to run now) and SIGKILL it at a random moment within
+    `span` seconds, KILLS times; yields the number of runs killed so far after each."""
+    rng = random.Random(seed)
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")}
+    full_env |= env | {"CLLM_HOME": str(home)}
+    killed = 0
+    for _ in range(KILLS):
+        proc = subprocess.Popen([str(CLLM), *map(str, args())], env=full_env, cwd=home,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, span))
+        if proc.poll() is None:
+            proc.kill()
+            killed += 1
+        proc.wait()
+        yield killed
+
+
+def assert_whole_or_absent(model: Path) -> None:
+    """The model directory a reader sees: a complete, loadable version, or nothing."""
+    if is_checkpoint(model):
+        load_model(model)
+    else:
+        assert not model.exists() or not any(model.iterdir()), f"{model} is half there"
+
+
+def test_a_training_killed_20_times_ends_with_the_parameters_of_one_never_killed(home):
+    config = home / "cllm.toml"
+    config.write_text("[train]\ncheckpoint_every = 3\neval_every = 20\n")
+    straight = home / "straight"
+    began = time.monotonic()
+    run_cllm("--config", config, *TRAIN, "--out", straight, home=home)
+    span = time.monotonic() - began
+
+    model = home / "killed"
+
+    def args():  # as a person would: --resume once there is a checkpoint to resume
+        return ["--config", config, *TRAIN, "--out", model,
+                *(["--resume"] if is_checkpoint(model) else [])]
+
+    killed = 0
+    for killed in campaign(home, args, {}, span, seed=11):
+        assert_whole_or_absent(model)
+    assert killed >= KILLS // 2, "too few kills landed inside a training"
+    run_cllm(*args(), home=home)
+    a, b = load_file(straight / "model.safetensors"), load_file(model / "model.safetensors")
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-6, atol=1e-7, err_msg=name)
+    losses = [json.loads((m / "metrics.json").read_text())["step_losses"] for m in (straight, model)]
+    assert losses[0] == losses[1]
+
+
+def test_an_update_killed_20_times_registers_one_version_as_one_never_killed(
+        tmp_path, registry_template):
+    homes = {}
+    for name in ("straight", "killed"):
+        (tmp_path / name).mkdir()
+        home = homes[name] = new_home(tmp_path / name, registry_template)
+        write_shard(home, "crawl-1", documents("hamlet") + documents("macbeth"))
+        run_cllm("train", "--from-scratch", home=home, env=TINY)
+        write_shard(home, "crawl-2", documents("othello"))
+    began = time.monotonic()
+    run_cllm("update", home=homes["straight"], env=TINY)
+    span = time.monotonic() - began
+
+    home = homes["killed"]
+    killed = 0
+    for killed in campaign(home, lambda: ["update"], TINY, span, seed=12):
+        for work in home.glob("work/*/model"):
+            assert_whole_or_absent(work)
+    assert killed >= KILLS // 2, "too few kills landed inside an update"
+    result = run_cllm("update", home=home, env=TINY)
+    assert "nothing to do" in result.stdout or "registered cllm/2" in result.stdout
+    assert [v.version for v in Registry(home, "cllm").versions()] == ["1", "2"]
+    assert shard_states(home)["shards/crawl-2/part-00001.parquet"] == ("consumed", "2")
+    assert Registry(home, "cllm").champion() == Registry(homes["straight"], "cllm").champion()
+    a, b = (load_model(Registry(h, "cllm").pull("cllm/2")).params for h in homes.values())
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-6, atol=1e-7, err_msg=name)
