@@ -29,6 +29,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from core.commands import cllm_command
 from core.errors import UserError
+from core.files import storage_problem
 from core.home import Home
 from pipeline.config import Config, load_config
 
@@ -74,10 +75,16 @@ def shards_asset(config: Config) -> Asset:
 
 @contextmanager
 def user_errors_fail() -> Iterator[None]:
+    """A user error, or a full disk or missing permission, fails the task at once with its
+    one line (a retry would only meet it again)."""
     try:
         yield
     except UserError as e:
         raise AirflowFailException(str(e)) from None
+    except OSError as e:
+        if (problem := storage_problem(e)) is None:
+            raise
+        raise AirflowFailException(problem) from None
 
 
 # --- crawl -----------------------------------------------------------------------------------
