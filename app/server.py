@@ -34,7 +34,7 @@ from app.config import AppConfig
 from app.data import Pipeline, crawls
 from app.jobs import Busy, Jobs
 from app.llm import GenerateRequest, Generator
-from core.errors import UserError
+from core.errors import Unavailable, UserError
 from crawler.urls import check_seed
 
 log = structlog.get_logger()
@@ -139,6 +139,10 @@ def create_app(config: AppConfig, config_file: str | None = None) -> FastAPI:
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError):
         return error(400, str(exc))
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(request: Request, exc: Unavailable):
+        return error(503, str(exc))
 
     @app.exception_handler(Busy)
     async def busy(request: Request, exc: Busy):

@@ -11,7 +11,7 @@ import sys
 
 from app.config import load_app_config
 from cli import crawl, generate, models, tokenize, train, ui, update
-from core.errors import UserError
+from core.errors import Unavailable, UserError
 from core.files import storage_problem
 from core.log import configure_logging
 
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_app_config(args.config)
         configure_logging(config.log_format)
         return args.run(args, config) or 0
-    except UserError as e:
+    except (UserError, Unavailable) as e:
         print(f"cllm {args.command}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:

@@ -6,3 +6,9 @@ class UserError(Exception):
 
     The message names the input and what to do about it.
     """
+
+
+class Unavailable(Exception):
+    """A service the pipeline needs (the model registry) did not answer, even after retries
+    with back-off: the CLI prints the message as one line and exits 2; an Airflow task that
+    meets it fails and is retried later, unlike a UserError."""

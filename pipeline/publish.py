@@ -56,7 +56,7 @@ def register(config: Config, registry: Registry, plan: Plan, evaluation: Evaluat
             "val_loss_new": _fmt(e.val_loss_new), "val_loss_old": _fmt(e.val_loss_old),
             "code_version": code_version(), "training": plan.kind.value,
             "gate": f"{'passed' if e.passed else 'refused'}: {e.reason}"}
-    version = registry.register(source, run_id, tags).version
+    version = registry.register(source, run_id, tags, model.path).version
     log.info("registered", model=config.model_name, version=version, parent=plan.parent,
              run_id=run_id)
     return version

@@ -19,17 +19,17 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import UserError
-from core.files import atomic_dir
+from core.files import atomic_dir, file_sha256
 from core.home import Home
-from engine.checkpoint import is_checkpoint, load_model
+from engine.checkpoint import FILES, is_checkpoint, load_model
+from pipeline.registry_errors import absent, mapped, retried
 
 CHAMPION = "champion"
+DIGESTS = "artifact_sha256"  # the version tag: {file: sha256} of its directory, checked on pull
 ARTIFACT_PATH = "model"  # where a run keeps its model version directory
 METRIC_BATCH = 1000  # MLflow takes at most 1,000 metrics in one log_batch
 _REF = re.compile(r"(?:models:/)?(?P<name>[\w.-]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+|latest))")
@@ -73,26 +73,37 @@ def is_registry_ref(text: str) -> bool:
     return text.startswith("models:/")
 
 
-def _absent(error: Exception) -> bool:
-    """An MLflow error saying that a model, or an alias of one, does not exist (an alias that
-    is not set is an invalid parameter to MLflow, not a missing resource)."""
-    return getattr(error, "error_code", None) in ("RESOURCE_DOES_NOT_EXIST",
-                                                  "INVALID_PARAMETER_VALUE")
+def _check_digests(version: Version, folder: Path) -> None:
+    """Every file pulled is the one registered (a version registered before digests were
+    recorded has none to check)."""
+    expected = json.loads(version.tags.get(DIGESTS, "{}"))
+    for name, digest in sorted(expected.items()):
+        path = folder / name
+        found = file_sha256(path) if path.is_file() else "missing"
+        if found != digest:
+            raise UserError(f"the artifacts of {version.ref} are not the ones registered "
+                            f"({name}: sha256 {found[:16]}..., registered {digest[:16]}...): "
+                            "the artifact store was changed; promote or pull another version")
 
 
 class Registry:
-    def __init__(self, home: Path | Home, name: str):
+    def __init__(self, home: Path | Home, name: str, attempts: int = 5, backoff: float = 1.0):
+        """`attempts` tries of a call the registry failed for a passing reason (down,
+        restarting, overloaded, locked), waiting `backoff` seconds, doubled each time, between
+        them; then `Unavailable`."""
         self.home = Home(home)
         self.name = name
         self.uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.home.mlflow_db}"
+        self.attempts, self.backoff = attempts, backoff
         self._client = None
+        self.retrying = False  # inside a call being retried (pipeline/registry_errors.py)
 
     # --- plumbing ---------------------------------------------------------------------------
 
     @property
     def client(self):
         if self._client is None:
-            # Fail in seconds, not minutes of back-off, when a server is down: a person waits.
+            # Our own retries (`retried`) decide what to try again: not MLflow's.
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
             os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -107,25 +118,8 @@ class Registry:
             self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         return self._client
 
-    @contextmanager
-    def _errors(self, missing: str | None = None) -> Iterator[None]:
-        """Around every client call: MLflow's failures become one-line errors for the user,
-        `missing` the message for a thing that does not exist. (A caller that expects a thing
-        may be missing catches that inside, see `_absent`.)"""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            yield
-        except MlflowException as e:
-            if missing is not None and e.error_code == "RESOURCE_DOES_NOT_EXIST":
-                raise UserError(missing) from None
-            if "Max retries exceeded" in str(e) or "Failed to establish" in str(e) \
-                    or "timed out" in str(e).lower():
-                raise UserError(f"the model registry at {self.uri} cannot be reached: start the "
-                                "MLflow server or set MLFLOW_TRACKING_URI to one that runs "
-                                "(unset, it is SQLite under CLLM_HOME)") from None
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"the model registry at {self.uri} failed: {first[:300]}") from None
+    def _errors(self, missing: str | None = None):
+        return mapped(self.uri, self.name, missing)
 
     def _experiment_id(self) -> str:
         with self._errors():
@@ -150,6 +144,7 @@ class Registry:
 
     # --- reading ----------------------------------------------------------------------------
 
+    @retried
     def versions(self) -> list[Version]:
         """Every version of the model, oldest first (none when it is not registered yet)."""
         with self._errors():
@@ -157,23 +152,25 @@ class Registry:
         aliases = self.aliases() if found else {}
         return sorted((self._version(mv, aliases) for mv in found), key=lambda v: int(v.version))
 
+    @retried
     def aliases(self) -> dict[str, str]:
         with self._errors():
             try:
                 model = self.client.get_registered_model(self.name)
             except Exception as e:
-                if _absent(e):
+                if absent(e):
                     return {}
                 raise
         return {alias: str(version) for alias, version in model.aliases.items()}
 
+    @retried
     def by_alias(self, alias: str, name: str | None = None) -> Version | None:
         """The version an alias names, or None when the model or the alias does not exist."""
         with self._errors():
             try:
                 mv = self.client.get_model_version_by_alias(name or self.name, alias)
             except Exception as e:
-                if _absent(e):
+                if absent(e):
                     return None
                 raise
         return self._version(mv, {a: mv.version for a in mv.aliases})
@@ -182,6 +179,7 @@ class Registry:
         found = self.by_alias(CHAMPION)
         return found.version if found else None
 
+    @retried
     def resolve(self, ref: str) -> Version:
         """The version a reference names; one clear error for an unknown name, alias, version."""
         name, alias, version = parse_ref(ref, self.name)
@@ -213,12 +211,14 @@ class Registry:
                 return v
         return None
 
+    @retried
     def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         """(step, value) of every value of a run's metric, in step order (none if absent)."""
         with self._errors():
             found = self.client.get_metric_history(run_id, key)
         return sorted((m.step, m.value) for m in found)
 
+    @retried
     def pull(self, ref: str, dest: Path | None = None) -> Path:
         """Download a version's directory and check it loads; `dest` defaults to a cache
         under the home (`registry/<name>/<version>`), reused once complete."""
@@ -245,6 +245,7 @@ class Registry:
             except UserError as e:
                 raise UserError(f"the artifacts of {version.ref} are damaged ({e}); promote or "
                                 "pull another version") from None
+            _check_digests(version, local)  # one that still loads may have been changed too
             for file in local.iterdir():  # the artifacts arrive in a folder of their own
                 file.rename(folder / file.name)
             local.rmdir()
@@ -252,6 +253,7 @@ class Registry:
 
     # --- writing ----------------------------------------------------------------------------
 
+    @retried
     def log_training(self, model_dir: Path, params: dict, step_losses: list[float],
                      first_step: int, history: list[dict], metrics: dict) -> tuple[str, str]:
         """One MLflow run for one training: parameters, loss per step, the evaluations, and
@@ -277,18 +279,26 @@ class Registry:
             self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
         return run_id, f"{run.info.artifact_uri}/{ARTIFACT_PATH}"
 
-    def register(self, source: str, run_id: str, tags: dict) -> Version:
+    @retried
+    def register(self, source: str, run_id: str, tags: dict, model_dir: Path) -> Version:
+        """A version of the model from a run's artifacts, with its tags and the sha256 of each
+        file of `model_dir` (what `pull` checks). Once per run, retries included."""
+        digests = {name: file_sha256(model_dir / name) for name in FILES}
         with self._errors():
+            for mv in self.client.search_model_versions(f"run_id = '{run_id}'"):
+                return self._version(mv, {})  # a retry of a call that did register it
             try:
                 self.client.create_registered_model(
                     self.name, description="Crystalline language model versions (cllm update)")
             except Exception as e:
                 if getattr(e, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
                     raise
+            tags = tags | {DIGESTS: json.dumps(digests, sort_keys=True)}
             mv = self.client.create_model_version(self.name, source, run_id=run_id,
                                                   tags={k: str(v) for k, v in tags.items()})
         return self._version(mv, {})
 
+    @retried
     def set_champion(self, version: str) -> None:
         self.resolve(f"{self.name}/{version}")  # an unknown version is one clear error
         with self._errors():

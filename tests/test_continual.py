@@ -63,7 +63,8 @@ def test_versions_form_a_lineage_with_the_architecture_tags(lineage):
     assert v3.aliases == ("champion",) and v1.aliases == v2.aliases == ()
     for v in versions:
         assert set(v.tags) == {"parent_version", "shards", "tokenizer_sha256", "tokens_seen",
-                               "val_loss_new", "val_loss_old", "code_version", "gate", "training"}
+                               "val_loss_new", "val_loss_old", "code_version", "gate", "training",
+                               "artifact_sha256"}
         assert v.tags["gate"].startswith("passed")
     assert len({v.tags["tokenizer_sha256"] for v in versions}) == 1  # frozen for the lineage
     seen = [int(v.tags["tokens_seen"]) for v in versions]

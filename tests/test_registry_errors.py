@@ -36,12 +36,14 @@ def home(tmp_path_factory, registry_template):
 
 
 def fails(home, *args, env=None) -> str:
-    """Run cllm expecting exit status 2 and a single line on stderr; returns that line."""
+    """Run cllm expecting exit status 2 and a single error line on stderr, the last (the
+    registry's retries may be logged before it); returns that line."""
     result = run_cllm(*args, home=home, env=TINY | (env or {}), check=False)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
+    assert [line for line in lines if "error" in line.lower()] == lines[-1:], result.stderr
+    assert all('"event": "registry_retry"' in line for line in lines[:-1]), result.stderr
+    return lines[-1]
 
 
 def test_unknown_model_name(home, tmp_path):
