@@ -73,6 +73,12 @@ def shards_asset(config: Config) -> Asset:
     return Asset(name="cllm_shards", uri=f"file://{Home(config.home).shards}")
 
 
+def versions_asset(config: Config) -> Asset:
+    """The model's registered versions: each training run's event names the version it made,
+    its parent and the shards it learned, so the run says so in Airflow's UI."""
+    return Asset(name="cllm_versions", uri=f"file://{Home(config.home).root}/registry")
+
+
 @contextmanager
 def user_errors_fail() -> Iterator[None]:
     """A user error, or a full disk or missing permission, fails the task at once with its
@@ -176,9 +182,13 @@ def crawl_tasks(config: Config) -> None:
     @task(**CRAWL)
     def crawl() -> dict:
         params = get_current_context()["params"]
+        seeds = list(params["seeds"]) or config.crawl.seed_list
+        if not seeds:  # a home not set up yet: nothing is wrong, nothing to crawl
+            raise AirflowSkipException("no seeds: set seeds in [crawl] (CLLM_CRAWL_SEEDS) or "
+                                       "give the DAG param seeds")
         with user_errors_fail():  # a paused crawl exits 130: an error, and the retry resumes it
-            return run_crawl(config, list(params["seeds"]), params["max_pages"],
-                             params["max_depth"], list(params["allowed_domains"]))
+            return run_crawl(config, seeds, params["max_pages"], params["max_depth"],
+                             list(params["allowed_domains"]))
 
     @task(outlets=[asset], **QUICK)
     def announce_shards(report: dict):
@@ -207,7 +217,9 @@ def training_tasks(config: Config, kind: str) -> None:
     """plan >> train >> evaluate >> register_and_promote, in the DAG being defined. `kind` is
     "update" (champion continued on the new shards; version 1 from scratch while there is no
     champion) or "retrain" (the nightly consolidating retrain). Nothing to do: `plan` returns
-    nothing, the other tasks are skipped and the run ends green. The plan travels by XCom."""
+    nothing, the other tasks are skipped and the run ends green. The plan travels by XCom;
+    the version made, its parent and shards go on the `cllm_versions` Asset's event."""
+    versions = versions_asset(config)
 
     @task.short_circuit(**QUICK)
     def plan() -> dict:
@@ -238,16 +250,18 @@ def training_tasks(config: Config, kind: str) -> None:
         with training_step(config) as registry:
             return evaluate(config, registry, Plan.from_dict(planned)).to_dict()
 
-    @task(**QUICK)
-    def register_and_promote(planned: dict, evaluation: dict) -> dict:
+    @task(outlets=[versions], **QUICK)
+    def register_and_promote(planned: dict, evaluation: dict):
         from pipeline.gate import Evaluation
         from pipeline.plan import Plan
         from pipeline.publish import finish
 
         with training_step(config) as registry:
-            version, promoted = finish(config, registry, Plan.from_dict(planned),
-                                       Evaluation.from_dict(evaluation))
-        return {"version": version, "promoted": promoted, **evaluation}
+            plan = Plan.from_dict(planned)
+            version, promoted = finish(config, registry, plan, Evaluation.from_dict(evaluation))
+        yield Metadata(versions, {"version": version, "parent": plan.parent,
+                                  "training": plan.kind.value, "shards": plan.shard_paths,
+                                  "promoted": promoted})
 
     planned = plan()
     evaluation = evaluate(planned)

@@ -127,6 +127,9 @@ def test_crawl_training_and_nightly_retrain_with_dag_test(tmp_path):
     assert first["state"] == "success" and set(states(first).values()) == {"success"}
     assert v1.tags["training"] == "scratch" and v1.tags["parent_version"] == ""
     assert {shard_state[p] for p in v1.shards} == {("consumed", "1")}
+    # the run says what it trained on and what it made, on the cllm_versions Asset
+    assert first["events"] == [{"version": "1", "parent": None, "training": "scratch",
+                                "shards": v1.shards, "promoted": True}]
 
     # nothing new: plan ends the run early and green, the rest is skipped
     for idle in (again, nightly):
@@ -138,6 +141,8 @@ def test_crawl_training_and_nightly_retrain_with_dag_test(tmp_path):
     assert states(crawl2)["announce_shards"] == "success"
     assert relative(home, crawl2["events"][0]["shards"]) == set(v2.shards)
     assert update["state"] == "success"
+    assert update["events"] == [{"version": "2", "parent": "1", "training": "update",
+                                 "shards": v2.shards, "promoted": True}]
     assert v2.tags["parent_version"] == "1" and v2.tags["training"] == "update"
     assert v2.tags["gate"].startswith("passed")
     assert {shard_state[p] for p in v2.shards} == {("consumed", "2")}
@@ -165,6 +170,19 @@ def test_crawl_with_bad_seeds_fails_at_once_and_announces_nothing(tmp_path):
     assert not list(home.glob("shards/*/*.parquet"))
     assert "AirflowFailException: seed 'not-a-url' is not an http(s) URL: the crawl DAG takes " \
         "URLs only" in log
+
+
+@pytest.mark.slow
+def test_a_scheduled_crawl_with_no_seeds_is_skipped_not_failed(tmp_path):
+    """A fresh home's first scheduled crawl (no [crawl] seeds yet) shows no red: skipped,
+    with the reason in its log."""
+    home = tmp_path / "home"
+    env = env_for(home)
+    migrate(env)
+    (run,), log = dag_test(env, "crawl")
+    assert run["state"] == "success"
+    assert states(run) == {"crawl": "skipped", "announce_shards": "skipped"}
+    assert "no seeds: set seeds in [crawl]" in log
 
 
 class TaskTimeout(Exception):
