@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check airflow bench clean
+.PHONY: demo test check airflow cluster bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ check: $(STAMP)
 # $$CLLM_HOME (default ./var; `make airflow CLLM_CONFIG=var/demo/cllm.toml` after `make demo`).
 airflow: $(STAMP)
 	$(BIN)/python -m pipeline.airflow_local
+
+# What a production deployment runs, on this machine, on $$CLLM_HOME: PostgreSQL, Redis,
+# Airflow on the CeleryExecutor (two workers) and an MLflow server with basic auth (it needs
+# Debian's postgresql and redis-server: see the README).
+cluster: $(STAMP)
+	$(BIN)/python -m pipeline.cluster
 
 # The PyTorch reference for benchmarks (the CPU build on this machine's disk).
 bench: $(STAMP)

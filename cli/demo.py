@@ -13,6 +13,7 @@ override them (the tests run the same path with a tiny model).
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from crawler.site import SITE, SITE_UPDATE, SiteServer
 from pipeline.airflow_local import ROOT, Standalone, exit_on_signals
+from pipeline.cluster import Cluster
 
 CLLM = str(Path(sys.executable).with_name("cllm"))
 PROMPT = "KING HENRY:"
@@ -91,14 +93,15 @@ class TrainingWatch:
               f"about {progress['eta_s'] or 0:.0f} s to go", flush=True)
 
 
-def crawl_and_learn(airflow: Standalone, runs_before: int) -> dict:
-    """Trigger `crawl`; its Asset event starts `continuous_training`: wait for both."""
+def crawl_and_learn(airflow: Standalone, runs_before: int, watch=None) -> dict:
+    """Trigger `crawl`; its Asset event starts `continuous_training`: wait for both (calling
+    `watch()` meanwhile; by default it shows the training's progress)."""
     run_id = airflow.trigger("crawl")
     crawl = airflow.wait_run("crawl", run_id)
     if crawl["state"] != "success":
         raise RuntimeError(f"the crawl run {run_id} failed: see {airflow.url}")
     training = airflow.wait_run("continuous_training", after=runs_before,
-                                watch=TrainingWatch(airflow.home))
+                                watch=watch or TrainingWatch(airflow.home))
     if training["state"] != "success":
         raise RuntimeError(f"continuous_training {training['dag_run_id']} failed: see "
                            f"{airflow.url}")
@@ -122,9 +125,14 @@ def summary(home: Path) -> None:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cluster", action="store_true",
+                        help="on `make cluster`'s services: PostgreSQL, Redis, Airflow on Celery "
+                        "with two workers, an MLflow server with basic auth")
+    args = parser.parse_args()
     exit_on_signals()
     started = time.monotonic()
-    home = ROOT / "var" / "demo"
+    home = ROOT / "var" / ("demo-cluster" if args.cluster else "demo")
     shutil.rmtree(home, ignore_errors=True)  # every run is the same full cycle
     home.mkdir(parents=True)
     config = home / "cllm.toml"
@@ -133,13 +141,21 @@ def main() -> int:
     env = dict(os.environ) | {
         "CLLM_CONFIG": str(config), "CLLM_HOME": str(home), "CLLM_CRAWL_SEEDS": site.url,
         "PYTHONPATH": str(ROOT), "CLLM_CRAWL_SCHEDULE": "", "CLLM_CONTINUAL_RETRAIN_SCHEDULE": ""}
-    airflow = Standalone(home, environ=env)
+    cluster = Cluster(home, environ=env) if args.cluster else None
+    airflow = cluster.airflow if cluster else Standalone(home, environ=env)
     try:
-        step(1, f"the embedded site is served at {site.url}; starting Airflow (standalone: "
-             f"scheduler, DAG processor, triggerer, API server) at {airflow.url}; its log is "
-             f"{airflow.log_path}", started)
-        airflow.start()
-        airflow.wait_for_dags(DAGS)
+        what = "a cluster: PostgreSQL, Redis, MLflow with auth, Airflow on Celery with two " \
+            "workers" if cluster else "Airflow (standalone: scheduler, DAG processor, " \
+            "triggerer, API server)"
+        step(1, f"the embedded site is served at {site.url}; starting {what} at {airflow.url}; "
+             f"its logs are in {airflow.home.airflow}", started)
+        if cluster:
+            cluster.start()
+            env |= cluster.mlflow.credentials  # for `cllm models pull` and `generate` below
+            os.environ.update(cluster.mlflow.credentials)  # for the summary's registry
+        else:
+            airflow.start()
+            airflow.wait_for_dags(DAGS)
         step(2, "trigger `crawl`: its new shards update the Asset, which starts "
              "`continuous_training`: version 1", started)
         crawl_and_learn(airflow, runs_before=0)
@@ -153,16 +169,18 @@ def main() -> int:
         sample = cllm("generate", "--model", "models:/cllm@champion", "--prompt", PROMPT,
                       "--max-tokens", "80", "--seed", "1", env=env)
         print(sample, end="")
+        step(5, "summary", started)
+        summary(home)
     finally:
-        airflow.stop()
+        (cluster or airflow).stop()
         site.close()
-    step(5, "summary", started)
-    summary(home)
+    again = "make cluster CLLM_CONFIG=var/demo-cluster/cllm.toml" if cluster else \
+        "make airflow CLLM_CONFIG=var/demo/cllm.toml"
     step(6, f"done in {time.monotonic() - started:.0f} s. Open the UIs on this state with\n"
-         "  make airflow CLLM_CONFIG=var/demo/cllm.toml\n"
+         f"  {again}\n"
          "(Airflow's DAG runs and task logs; MLflow's runs, loss curves and model versions), "
          "or generate more with\n"
-         "  CLLM_CONFIG=var/demo/cllm.toml .venv/bin/cllm generate --model "
+         f"  CLLM_CONFIG={home.relative_to(ROOT)}/cllm.toml .venv/bin/cllm generate --model "
          "models:/cllm@champion --interactive", started)
     return 0
 

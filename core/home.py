@@ -15,6 +15,7 @@ nowhere else.
                                            live progress and evaluation (pipeline/)
     training/<plan>/                       the live progress of registered trainings
     airflow/                               AIRFLOW_HOME of the local Airflow
+    cluster/                               `make cluster`'s PostgreSQL, Redis and MLflow
     ui/<job>.log                           what the web application's jobs printed
 """
 
@@ -52,6 +53,7 @@ class Home:
     training = _Under("training")
     # services
     airflow = _Under("airflow")
+    cluster = _Under("cluster")
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).resolve()

@@ -1,7 +1,9 @@
-"""The real Airflow on one machine: `airflow standalone` (scheduler, DAG processor, triggerer,
-API server; LocalExecutor, SQLite in `$CLLM_HOME/airflow`) with the project's DAGs, driven
-through its REST API. `make demo` and the tests use it; `make airflow` runs it with the MLflow
-UI beside it until Ctrl-C:
+"""The real Airflow on one machine with the project's DAGs, driven through its REST API:
+`Standalone` (`airflow standalone`: scheduler, DAG processor, triggerer, API server;
+LocalExecutor, SQLite in `$CLLM_HOME/airflow`), which `make demo` and the tests use and `make
+airflow` runs with the MLflow UI beside it until Ctrl-C, and `Celery` (each component a
+process of its own and Celery workers, on PostgreSQL and Redis), which `make cluster` runs
+(pipeline/cluster.py):
 
     .venv/bin/python -m pipeline.airflow_local [--port 8080] [--mlflow-port 5000]
 """
@@ -59,27 +61,35 @@ class Standalone:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = airflow_env(self.home, self.port, environ)
         self.log_path = self.home.airflow / "standalone.log"
-        self.process: subprocess.Popen | None = None
+        self.processes: dict[str, subprocess.Popen] = {}  # component: its process group
         self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    def components(self) -> dict[str, list[str]]:
+        """Each process to start: its name and its `airflow` arguments."""
+        return {"standalone": ["standalone"]}
 
     def start(self, timeout: float = 300) -> Standalone:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=self.env, check=True,
                        capture_output=True)
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([str(BIN / "airflow"), "standalone"], env=self.env,
-                                            stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+        for name, args in self.components().items():
+            self.processes[name] = self.run_component(name, args)
         self._wait_healthy(timeout)
         self.login()
         return self
 
+    def run_component(self, name: str, args: list[str], env: dict | None = None):
+        with open(self.home.airflow / f"{name}.log", "ab") as log:
+            return subprocess.Popen([str(BIN / "airflow"), *args], env=self.env | (env or {}),
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
     def _wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"airflow standalone exited with {self.process.returncode}: "
-                                   f"see {self.log_path}")
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"airflow {name} exited with {process.returncode}: see "
+                                       f"{self.home.airflow / (name + '.log')}")
             try:
                 health = self.client.get("/api/v2/monitor/health").json()
                 if all(health.get(part, {}).get("status") == "healthy"
@@ -161,20 +171,59 @@ class Standalone:
                            f"task logs under {self.home.airflow / 'logs'}")
 
     def stop(self) -> None:
-        """End standalone and every process it started (they share its process group)."""
+        """End every component and every process each started (they share its group)."""
         self.client.close()
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        try:  # children that outlive the parent still hold the group
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            try:  # children that outlive the parent still hold the group
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def wait(self) -> None:
+        """Until a component ends (`make airflow` runs until Ctrl-C)."""
+        while all(p.poll() is None for p in self.processes.values()):
+            time.sleep(1)
+
+
+class Celery(Standalone):
+    """Airflow as a cluster runs it: the API server, scheduler, DAG processor and triggerer,
+    each a process of its own, and `workers` Celery workers that take the tasks; the metadata
+    in PostgreSQL (`database`, an SQLAlchemy URL), Redis as the Celery broker (`broker`)."""
+
+    def __init__(self, home: Path, database: str, broker: str, workers: int = 2,
+                 port: int = 8080, environ: dict | None = None):
+        super().__init__(home, port, environ)
+        self.workers = workers
+        self.env = {
+            # a worker killed mid-task: its task fails within a minute and is retried
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+        } | self.env | {
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
+            "AIRFLOW__CELERY__BROKER_URL": broker,
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database,
+        }
+
+    def components(self) -> dict[str, list[str]]:
+        parts = {"api-server": ["api-server", "--host", "127.0.0.1", "--port", str(self.port)],
+                 "scheduler": ["scheduler"], "dag-processor": ["dag-processor"],
+                 "triggerer": ["triggerer"]}
+        return parts | {f"worker-{i}": ["celery", "worker", "--concurrency", "1",
+                                        "--celery-hostname", f"worker-{i}@%h"]
+                        for i in range(1, self.workers + 1)}
+
+    def run_component(self, name: str, args: list[str], env: dict | None = None):
+        # every worker serves its task logs on a port of its own
+        port = {"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port(0))}
+        return super().run_component(name, args, port if name.startswith("worker") else None)
 
 
 def exit_on_signals() -> None:
@@ -220,7 +269,7 @@ def main() -> int:
               f"MLflow:   http://127.0.0.1:{mlflow_port}\n"
               f"DAGs crawl, continuous_training and nightly_retrain are active on CLLM_HOME "
               f"{home}.\nCtrl-C stops both.", flush=True)
-        airflow.process.wait()
+        airflow.wait()
     except KeyboardInterrupt:
         pass
     finally:

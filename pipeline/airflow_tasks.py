@@ -34,13 +34,11 @@ from core.home import Home
 from pipeline.config import Config, load_config
 
 # The crawl may run for hours; a task killed by its timeout leaves a paused crawl that the
-# retry resumes. A training step resumes its checkpoint.
-CRAWL = {"retries": 2, "retry_delay": timedelta(minutes=5),
-         "execution_timeout": timedelta(hours=12)}
-QUICK = {"retries": 2, "retry_delay": timedelta(minutes=1),
-         "execution_timeout": timedelta(minutes=30)}
-TRAIN = {"retries": 2, "retry_delay": timedelta(minutes=2),
-         "execution_timeout": timedelta(hours=12)}
+# retry resumes. A training step resumes its checkpoint. Retries come after Airflow's
+# `[core] default_task_retry_delay` (5 minutes unless the deployment says otherwise).
+CRAWL = {"retries": 2, "execution_timeout": timedelta(hours=12)}
+QUICK = {"retries": 2, "execution_timeout": timedelta(minutes=30)}
+TRAIN = {"retries": 2, "execution_timeout": timedelta(hours=12)}
 STOP_GRACE = 60.0  # seconds a stopped crawl gets to pause, then to end, before it is killed
 _DOMAIN = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*")
 

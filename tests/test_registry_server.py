@@ -5,14 +5,8 @@ Missing and wrong credentials, an artifact changed in the server's store, a burs
 (retried, then it passes), and the server stopped during a promotion and started again (the
 next plan finishes the promotion)."""
 
-import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,55 +14,18 @@ from continual_kit import TINY, documents, shard_states, write_shard
 
 from conftest import run_cllm
 from core.errors import Unavailable
-from core.net import free_port
 from pipeline import continual, gate, plan, publish, training
 from pipeline.config import load_config
 from pipeline.registry import Registry
+from pipeline.services import MLflowServer
 
 pytestmark = pytest.mark.slow
-ADMIN = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": "s3cret-Pass1"}
-
-
-class MLflowServer:
-    """`mlflow server --app-name basic-auth` on SQLite and a local artifact folder."""
-
-    def __init__(self, root: Path, port: int | None = None):
-        self.root, self.port = root, port or free_port(0)
-        self.uri = f"http://127.0.0.1:{self.port}"
-        (root / "auth.ini").write_text(
-            "[mlflow]\ndefault_permission = READ\n"
-            f"database_uri = sqlite:///{root / 'auth.db'}\nadmin_username = admin\n"
-            "admin_password = s3cret-Pass1\n"
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-        self.process = None
-
-    def start(self) -> "MLflowServer":
-        env = os.environ | {"MLFLOW_AUTH_CONFIG_PATH": str(self.root / "auth.ini"),
-                            "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only"}
-        self.process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("mlflow")), "server", "--app-name", "basic-auth",
-             "--host", "127.0.0.1", "--port", str(self.port), "--backend-store-uri",
-             f"sqlite:///{self.root / 'mlflow.db'}", "--artifacts-destination",
-             str(self.root / "artifacts")], env=env, start_new_session=True,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.uri}/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        raise AssertionError("the MLflow server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(30)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    server = MLflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    server = MLflowServer(folder, f"sqlite:///{folder / 'mlflow.db'}").start()
     yield server
     server.stop()
 
@@ -78,12 +35,16 @@ def home(tmp_path_factory, server):
     """Version 1 trained from scratch, registered on the server."""
     home = tmp_path_factory.mktemp("home")
     write_shard(home, "crawl-1", documents("hamlet") + documents("macbeth"))
-    run_cllm("train", "--from-scratch", home=home, env=TINY | ADMIN | uri(server))
+    run_cllm("train", "--from-scratch", home=home, env=TINY | admin(server))
     return home
 
 
 def uri(server) -> dict:
-    return {"MLFLOW_TRACKING_URI": server.uri}
+    return {"MLFLOW_TRACKING_URI": server.url}
+
+
+def admin(server) -> dict:
+    return server.credentials
 
 
 def error_line(result) -> str:
@@ -96,34 +57,34 @@ def error_line(result) -> str:
 
 
 def test_credentials_are_required_and_checked(server, home):
-    for credentials in ({}, ADMIN | {"MLFLOW_TRACKING_PASSWORD": "wrong"}):
+    for credentials in ({}, admin(server) | {"MLFLOW_TRACKING_PASSWORD": "wrong"}):
         result = run_cllm("models", "list", home=home, env=uri(server) | credentials,
                           check=False)
         assert error_line(result) == (
-            f"cllm models: error: the model registry at {server.uri} refused the credentials: "
+            f"cllm models: error: the model registry at {server.url} refused the credentials: "
             "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) "
             "to a user it knows")
-    listed = run_cllm("models", "list", home=home, env=uri(server) | ADMIN).stdout
+    listed = run_cllm("models", "list", home=home, env=admin(server)).stdout
     assert listed.split()[:2] == ["cllm/1", "champion"]
     assert not (home / "mlflow.db").exists()  # nothing of the registry on the client's disk
 
 
 def test_a_changed_artifact_is_refused_at_pull_and_nothing_is_left(server, home, tmp_path):
-    (weights,) = (server.root / "artifacts").rglob("model.safetensors")
+    (weights,) = (server.folder / "artifacts").rglob("model.safetensors")
     original = weights.read_bytes()
     changed = bytearray(original)
     changed[len(changed) // 2] ^= 1
     weights.write_bytes(changed)
     try:
         result = run_cllm("models", "pull", "cllm@champion", "--dest", tmp_path / "pulled",
-                          home=home, env=uri(server) | ADMIN, check=False)
+                          home=home, env=admin(server), check=False)
         line = error_line(result)
         assert "the artifacts of cllm/1 are not the ones registered (model.safetensors" in line
         assert not list(tmp_path.iterdir())
     finally:
         weights.write_bytes(original)
     run_cllm("models", "pull", "cllm@champion", "--dest", tmp_path / "pulled", home=home,
-             env=uri(server) | ADMIN)
+             env=admin(server))
 
 
 class Flaky(BaseHTTPRequestHandler):
@@ -161,10 +122,10 @@ class Flaky(BaseHTTPRequestHandler):
 
 def test_a_burst_of_503s_is_retried_and_then_passes(server, home):
     flaky = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
-    flaky.target, flaky.failures, flaky.seen, flaky.lock = server.uri, 3, 0, threading.Lock()
+    flaky.target, flaky.failures, flaky.seen, flaky.lock = server.url, 3, 0, threading.Lock()
     threading.Thread(target=flaky.serve_forever, daemon=True).start()
     try:
-        env = ADMIN | {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{flaky.server_address[1]}"}
+        env = admin(server) | {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{flaky.server_address[1]}"}
         result = run_cllm("models", "list", home=home, env=env)
         assert result.stdout.split()[:2] == ["cllm/1", "champion"]
         assert result.stderr.count('"event": "registry_retry"') == 3
@@ -175,7 +136,7 @@ def test_a_burst_of_503s_is_retried_and_then_passes(server, home):
 def test_the_server_stopped_during_a_promotion_the_next_plan_finishes_it(
         server, home, monkeypatch):
     write_shard(home, "crawl-2", documents("othello"))
-    for key, value in (uri(server) | ADMIN).items():
+    for key, value in (admin(server)).items():
         monkeypatch.setenv(key, value)
     config = load_config(environ=TINY | {"CLLM_HOME": str(home)})
     registry = Registry(home, "cllm", attempts=2, backoff=0.1)
@@ -189,7 +150,7 @@ def test_the_server_stopped_during_a_promotion_the_next_plan_finishes_it(
     finally:
         server.start()
     assert shard_states(home)["shards/crawl-2/part-00001.parquet"] == ("new", None)
-    result = run_cllm("update", home=home, env=TINY | ADMIN | uri(server))
+    result = run_cllm("update", home=home, env=TINY | admin(server))
     assert '"event": "reconcile"' in result.stderr
     assert "no new shards: nothing to do" in result.stdout
     assert shard_states(home)["shards/crawl-2/part-00001.parquet"] == ("consumed", version)
