@@ -108,7 +108,7 @@ class Pipeline:
 
     def promote(self, version: str) -> dict:
         with self.lock:
-            self.registry.set_champion(version)
+            self.registry.set_champion(version, "promote (web application)")
         return {"champion": version}
 
     def rollback(self) -> dict:

@@ -1,12 +1,16 @@
-"""`cllm models`: the registered versions: list, pull, promote, rollback."""
+"""`cllm models`: the registered versions: list, pull, promote, rollback, what one learned
+from (lineage), and where an alias has been (history)."""
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 
 def add(sub) -> None:
-    p = sub.add_parser("models", help="registered model versions: list, pull, promote, rollback")
+    p = sub.add_parser("models", help="registered model versions: list, pull, promote, rollback, "
+                       "lineage, history")
     msub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     msub.add_parser("list", help="versions with aliases, parent, shards, losses, gate")
     pull = msub.add_parser("pull", help="download a version's directory")
@@ -16,6 +20,12 @@ def add(sub) -> None:
     promote = msub.add_parser("promote", help="make a version champion, whatever its gate said")
     promote.add_argument("version", help="the version number")
     msub.add_parser("rollback", help="move champion back to its parent version")
+    lineage = msub.add_parser("lineage", help="a version's parents, and the shards, crawls and "
+                              "sites each learned from")
+    lineage.add_argument("ref", nargs="?", default="@champion", help="as for pull")
+    lineage.add_argument("--json", action="store_true", help="print it as JSON")
+    history = msub.add_parser("history", help="every move of an alias: when, who, from, to, why")
+    history.add_argument("alias", nargs="?", help="one alias (default: all)")
     p.set_defaults(run=run)
 
 
@@ -38,9 +48,22 @@ def run(args, config) -> int:
         dest = registry.pull(args.ref, Path(args.dest))
         print(f"{registry.resolve(args.ref).ref} pulled to {dest}")
     elif args.action == "promote":
-        registry.set_champion(args.version)
+        registry.set_champion(args.version, "promote")
         print(f"champion is now {config.model_name}/{args.version}")
-    else:
+    elif args.action == "rollback":
         champion, parent = registry.rollback()
         print(f"champion moved back from {champion.ref} to {config.model_name}/{parent}")
+    elif args.action == "lineage":
+        from pipeline.lineage import format_lineage, lineage
+
+        chain = lineage(registry, args.ref)
+        print(json.dumps(chain, indent=2) if args.json else format_lineage(chain))
+    else:
+        moves = registry.history(args.alias)
+        if not moves:
+            print(f"no alias of {config.model_name} has moved yet")
+        for m in moves:
+            when = datetime.fromtimestamp(m["when"], timezone.utc).isoformat(timespec="seconds")
+            print(f"{when}  {m['alias']}: {m['from'] or '-'} -> {m['to']}  ({m['reason']}; "
+                  f"{m['who']})")
     return 0

@@ -22,6 +22,7 @@ from core.catalog import Catalog
 from core.home import Home
 from engine.checkpoint import load_model
 from engine.progress import ProgressFile, progress_path
+from pipeline import lineage
 from pipeline.config import Config
 from pipeline.gate import Evaluation, recheck
 from pipeline.plan import Plan, check_current, new_paths
@@ -46,11 +47,13 @@ def register(config: Config, registry: Registry, plan: Plan, evaluation: Evaluat
               "replay_fraction": config.continual.replay_fraction
               if plan.kind.continues_parent else 0.0}
     e = evaluation
+    learned = lineage.describe(Home(config.home), plan.learned, model.tokenizer.sha256,
+                               state["train_config"]["val_fraction"])
     run_id, source = registry.log_training(
         model.path, params, losses, state["step"] - len(losses), model.metrics.get("history", []),
         {"val_loss_new": e.val_loss_new, "val_loss_old": e.val_loss_old,
          "parent_val_loss_new": e.parent_val_loss_new,
-         "parent_val_loss_old": e.parent_val_loss_old})
+         "parent_val_loss_old": e.parent_val_loss_old}, {lineage.FILE: learned})
     tags = {"parent_version": plan.parent or "", "shards": json.dumps(plan.shard_paths),
             "tokenizer_sha256": model.tokenizer.sha256, "tokens_seen": state["tokens_seen"],
             "val_loss_new": _fmt(e.val_loss_new), "val_loss_old": _fmt(e.val_loss_old),
@@ -67,13 +70,14 @@ def promote(config: Config, registry: Registry, version: str) -> bool:
     until then `reconcile` can tell the run was interrupted). Returns whether it moved."""
     home = Home(config.home)
     registered = registry.resolve(f"{config.model_name}/{version}")
-    passed = registered.tags.get("gate", "").startswith("passed")
+    gate = registered.tags.get("gate", "")
+    passed = gate.startswith("passed")
     if passed:
-        registry.set_champion(version)
+        registry.set_champion(version, f"gate {gate}")
     new = new_paths(home)  # a retrain's older shards stay with their version
     with Catalog(home) as catalog:
         catalog.mark_consumed([home.root / p for p in registered.shards if p in new], version)
-    log.info("promote", version=version, champion=passed, gate=registered.tags.get("gate"))
+    log.info("promote", version=version, champion=passed, gate=gate)
     return passed
 
 

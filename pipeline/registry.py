@@ -14,10 +14,13 @@ mlflow is imported on first use: it takes seconds, and most of `cllm` never need
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import os
 import re
+import socket
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +56,12 @@ class Version:
     @property
     def shards(self) -> list[str]:
         return json.loads(self.tags.get("shards", "[]"))
+
+
+def who() -> str:
+    """Who moves an alias: the registry's user if one is named, else this machine's."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME") or getpass.getuser()
+    return f"{user}@{socket.gethostname()}"
 
 
 def parse_ref(ref: str, default_name: str) -> tuple[str, str | None, str | None]:
@@ -121,14 +130,16 @@ class Registry:
     def _errors(self, missing: str | None = None):
         return mapped(self.uri, self.name, missing)
 
-    def _experiment_id(self) -> str:
+    def _experiment_id(self, name: str | None = None) -> str:
+        """The experiment of the model's trainings (or another of its own), made on first use."""
+        name = name or self.name
         with self._errors():
-            experiment = self.client.get_experiment_by_name(self.name)
+            experiment = self.client.get_experiment_by_name(name)
             if experiment is not None:
                 return experiment.experiment_id
             # a local store keeps its artifacts under the home, not in ./mlruns of the cwd
             location = None if self.uri.startswith("http") else self.home.mlartifacts.as_uri()
-            return self.client.create_experiment(self.name, artifact_location=location)
+            return self.client.create_experiment(name, artifact_location=location)
 
     def _version(self, mv, aliases: dict[str, str]) -> Version:
         return Version(name=mv.name, version=str(mv.version), source=mv.source, run_id=mv.run_id,
@@ -255,9 +266,11 @@ class Registry:
 
     @retried
     def log_training(self, model_dir: Path, params: dict, step_losses: list[float],
-                     first_step: int, history: list[dict], metrics: dict) -> tuple[str, str]:
-        """One MLflow run for one training: parameters, loss per step, the evaluations, and
-        the model version directory as artifacts. Returns (run id, artifact URI of the model)."""
+                     first_step: int, history: list[dict], metrics: dict,
+                     documents: dict[str, dict] | None = None) -> tuple[str, str]:
+        """One MLflow run for one training: parameters, loss per step, the evaluations, the
+        model version directory as artifacts, and `documents` (name: JSON-ready data) as JSON
+        files beside it. Returns (run id, artifact URI of the model)."""
         from mlflow.entities import Metric, Param, RunStatus
 
         experiment = self._experiment_id()
@@ -276,8 +289,25 @@ class Registry:
             for i in range(0, len(entries), METRIC_BATCH):
                 self.client.log_batch(run_id, metrics=entries[i : i + METRIC_BATCH])
             self.client.log_artifacts(run_id, str(model_dir), ARTIFACT_PATH)
+            with tempfile.TemporaryDirectory() as folder:
+                for name, data in (documents or {}).items():
+                    (Path(folder) / name).write_text(json.dumps(data, indent=2))
+                    self.client.log_artifact(run_id, str(Path(folder) / name))
             self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
         return run_id, f"{run.info.artifact_uri}/{ARTIFACT_PATH}"
+
+    @retried
+    def run_json(self, run_id: str, name: str) -> dict | None:
+        """A JSON file logged with a run (`log_training`'s documents), or None."""
+        import mlflow.artifacts
+
+        with self._errors():
+            if name not in {a.path for a in self.client.list_artifacts(run_id)}:
+                return None
+            with tempfile.TemporaryDirectory() as folder:
+                path = mlflow.artifacts.download_artifacts(
+                    run_id=run_id, artifact_path=name, dst_path=folder, tracking_uri=self.uri)
+                return json.loads(Path(path).read_text())
 
     @retried
     def register(self, source: str, run_id: str, tags: dict, model_dir: Path) -> Version:
@@ -299,10 +329,21 @@ class Registry:
         return self._version(mv, {})
 
     @retried
-    def set_champion(self, version: str) -> None:
+    def move_alias(self, alias: str, version: str, reason: str) -> None:
+        """Point `alias` at `version` and record the move in the history (`history`): who,
+        when, from which version to which, and why (`reason`: gate, promote, rollback)."""
         self.resolve(f"{self.name}/{version}")  # an unknown version is one clear error
+        left = self.by_alias(alias)
         with self._errors():
-            self.client.set_registered_model_alias(self.name, CHAMPION, version)
+            self.client.set_registered_model_alias(self.name, alias, version)
+            run = self.client.create_run(
+                self._experiment_id(self._history), run_name=f"{alias} -> {version}",
+                tags={"alias": alias, "from": left.version if left else "", "to": version,
+                      "reason": reason, "who": who()})
+            self.client.set_terminated(run.info.run_id)
+
+    def set_champion(self, version: str, reason: str = "promote") -> None:
+        self.move_alias(CHAMPION, version, reason)
 
     def rollback(self) -> tuple[Version, str]:
         """Move champion back to its parent version; returns (the version it left, the parent)."""
@@ -310,5 +351,23 @@ class Registry:
         parent = champion.tags.get("parent_version")
         if not parent:
             raise UserError(f"champion {champion.ref} has no parent version to roll back to")
-        self.set_champion(parent)
+        self.set_champion(parent, "rollback")
         return champion, parent
+
+    @property
+    def _history(self) -> str:
+        return f"{self.name}: alias moves"
+
+    @retried
+    def history(self, alias: str | None = None) -> list[dict]:
+        """Every recorded move of an alias (or of all), oldest first: when (Unix seconds),
+        alias, from, to, reason, who."""
+        with self._errors():
+            experiment = self.client.get_experiment_by_name(self._history)
+            if experiment is None:
+                return []
+            runs = self.client.search_runs(
+                [experiment.experiment_id], f"tags.alias = '{alias}'" if alias else "",
+                max_results=50_000, order_by=["attributes.start_time ASC"])
+        return [{"when": r.info.start_time / 1000, **{k: r.data.tags.get(k, "") for k in
+                 ("alias", "from", "to", "reason", "who")}} for r in runs]

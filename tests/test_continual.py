@@ -2,7 +2,9 @@
 test's home) and real Parquet shards: version 1 from scratch, then two updates as new shards
 arrive, a no-op, unusable shards, pulls and generation from every kind of reference."""
 
+import getpass
 import json
+import socket
 
 import pytest
 from continual_kit import (
@@ -162,3 +164,28 @@ def test_promote_and_rollback_move_champion(lineage):
                                          "version to roll back to")
     finally:
         assert "champion is now cllm/3" in cllm(home, "models", "promote", "3").stdout
+
+
+def test_lineage_traces_a_version_to_its_crawls_and_history_lists_every_alias_move(lineage):
+    """After from-scratch, two updates and the promote/rollback test's moves: each version's
+    chain of parents with the shards, rows, tokens and sites it learned; every move of
+    champion with who, when, from, to and why."""
+    home, _ = lineage
+    chain = json.loads(cllm(home, "models", "lineage", "cllm/3", "--json").stdout)
+    assert [v["version"] for v in chain] == ["cllm/3", "cllm/2", "cllm/1"]
+    assert [v["training"] for v in chain] == ["update", "update", "scratch"]
+    (shard,) = chain[0]["shards"]
+    assert shard["path"] == "shards/crawl-3/part-00001.parquet" and shard["crawl_id"] == "crawl-3"
+    assert shard["rows"] == len(documents("lear")) and shard["tokens"] > 10_000
+    assert all(v["recorded"] and v["shards"] for v in chain)
+    assert set(chain[2]["crawls"]) == {"crawl-1"} and chain[2]["crawls"]["crawl-1"]["first"]
+    text = cllm(home, "models", "lineage", "cllm@champion").stdout
+    assert text.splitlines()[0].startswith("cllm/3 [champion]: update of cllm/2, learned 1 shard")
+
+    moves = [line.split("  ", 1)[1] for line in
+             cllm(home, "models", "history", "champion").stdout.splitlines()]
+    assert [m.split("  (")[0] for m in moves[:3]] == [
+        "champion: - -> 1", "champion: 1 -> 2", "champion: 2 -> 3"]
+    assert moves[0].endswith("(gate passed: first version: no champion to compare with; "
+                             f"{getpass.getuser()}@{socket.gethostname()})")
+    assert all("(gate passed: new-data loss" in m for m in moves[1:3])
