@@ -1,5 +1,6 @@
-"""`[ui]`: how the web application listens (`cllm ui`; flags override), and the whole
-configuration of a process that serves it: the pipeline's and this section."""
+"""`[ui]`: how the web application listens (`cllm ui`), `[serve]`: how the OpenAI-compatible
+server does (`cllm serve`), flags overriding both; and the whole configuration of a process
+that serves them: the pipeline's and these sections."""
 
 from __future__ import annotations
 
@@ -29,8 +30,21 @@ class UIConfig:
 
 
 @dataclass
+class ServeConfig(UIConfig):
+    port: int = 8001
+    model: str = "@champion"  # the version served: an alias (followed as it moves) or a number
+    poll: float = 2.0  # seconds between two looks at where the alias points
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.poll > 0:
+            raise UserError(f"serve setting poll={self.poll} must be above 0 seconds")
+
+
+@dataclass
 class AppConfig(Config):
     ui: UIConfig = field(default_factory=UIConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 def load_app_config(path: str | Path | None = None, environ=None) -> AppConfig:

@@ -58,29 +58,38 @@ class GenerateRequest(BaseModel):
         assistant's turn. Raises ValueError when it is over the limit."""
         if self.mode == "generate":
             return self.prompt
-        if not self.messages or self.messages[-1].role != "user":
-            raise ValueError("a chat must end with a user message")
-        text = "".join(f"{CHAT_TURN[m.role]}: {m.content.strip()}\n" for m in self.messages)
-        text += f"{CHAT_TURN['assistant']}:"
-        if len(text) > MAX_PROMPT_CHARS:
-            raise ValueError(f"the conversation is {len(text)} characters, more than "
-                             f"{MAX_PROMPT_CHARS}: start a new chat")
-        return text
+        return transcript([(m.role, m.content) for m in self.messages])
 
 
-def until(pieces: Iterator[str], stop: str) -> Iterator[str]:
-    """The pieces up to the first `stop` (excluded), holding back only a tail that could be
-    the start of it, so the text still streams."""
+def transcript(turns: list[tuple[str, str]]) -> str:
+    """A chat as the text the model continues: `User: ...` and `Assistant: ...` lines (a
+    system message first, as it is), ending with the assistant's turn to answer. Raises
+    ValueError for a chat that does not end with the user, or is over the limit."""
+    if not turns or turns[-1][0] != "user":
+        raise ValueError("a chat must end with a user message")
+    text = "".join(content.strip() + "\n" if role == "system" else
+                   f"{CHAT_TURN[role]}: {content.strip()}\n" for role, content in turns)
+    text += f"{CHAT_TURN['assistant']}:"
+    if len(text) > MAX_PROMPT_CHARS:
+        raise ValueError(f"the conversation is {len(text)} characters, more than "
+                         f"{MAX_PROMPT_CHARS}: start a new chat")
+    return text
+
+
+def until(pieces: Iterator[str], stops: str | list[str]) -> Iterator[str]:
+    """The pieces up to the first of the `stops` (excluded), holding back only a tail that
+    could be the start of one, so the text still streams."""
+    stops = [stops] if isinstance(stops, str) else [s for s in stops if s]
     held = ""
     for piece in pieces:
         held += piece
-        cut = held.find(stop)
-        if cut >= 0:
-            if cut:
-                yield held[:cut]
+        cuts = [cut for stop in stops if (cut := held.find(stop)) >= 0]
+        if cuts:
+            if min(cuts):
+                yield held[:min(cuts)]
             return
-        keep = next((k for k in range(min(len(stop) - 1, len(held)), 0, -1)
-                     if stop.startswith(held[-k:])), 0)
+        keep = max((k for stop in stops for k in range(min(len(stop) - 1, len(held)), 0, -1)
+                    if stop.startswith(held[-k:])), default=0)
         if len(held) > keep:
             yield held[: len(held) - keep]
             held = held[len(held) - keep :]
@@ -88,16 +97,39 @@ def until(pieces: Iterator[str], stop: str) -> Iterator[str]:
         yield held
 
 
-class Generator:
-    """Loaded versions (the last few) and who is generating right now: one text at a time
-    per client, at most `limit` at a time in all."""
+class Slots:
+    """Who is generating right now: one text at a time per client, `limit` in all."""
 
-    def __init__(self, pipeline, limit: int):
-        self.pipeline, self.limit = pipeline, limit
-        self.models: OrderedDict[str, Model] = OrderedDict()
-        self.load_lock = threading.Lock()
+    def __init__(self, limit: int):
+        self.limit = limit
         self.clients: set[str] = set()
         self.clients_lock = threading.Lock()
+
+    def claim(self, client: str) -> tuple[int, str] | None:
+        """Take a generation slot for the client, or say why not (HTTP status, message)."""
+        with self.clients_lock:
+            if client in self.clients:
+                return 429, ("this client is already generating: wait for that text to "
+                             "finish, or stop it")
+            if len(self.clients) >= self.limit:
+                return 503, (f"{self.limit} texts are being generated already (setting "
+                             "max_generations): try again in a moment")
+            self.clients.add(client)
+            return None
+
+    def release(self, client: str) -> None:
+        with self.clients_lock:
+            self.clients.discard(client)
+
+
+class Generator(Slots):
+    """The LLM tab's generation: the versions loaded (the last few), and the slots."""
+
+    def __init__(self, pipeline, limit: int):
+        super().__init__(limit)
+        self.pipeline = pipeline
+        self.models: OrderedDict[str, Model] = OrderedDict()
+        self.load_lock = threading.Lock()
 
     def model(self, version) -> Model:
         with self.load_lock:
@@ -107,22 +139,6 @@ class Generator:
                     self.models.popitem(last=False)
             self.models.move_to_end(version.version)
             return self.models[version.version]
-
-    def claim(self, client: str) -> tuple[int, str] | None:
-        """Take a generation slot for the client, or say why not (HTTP status, message)."""
-        with self.clients_lock:
-            if client in self.clients:
-                return 429, ("this client is already generating: wait for that text to "
-                             "finish, or stop it")
-            if len(self.clients) >= self.limit:
-                return 503, (f"{self.limit} texts are being generated already (ui setting "
-                             "max_generations): try again in a moment")
-            self.clients.add(client)
-            return None
-
-    def release(self, client: str) -> None:
-        with self.clients_lock:
-            self.clients.discard(client)
 
     def stream(self, model: Model, request: GenerateRequest, text: str) -> Iterator[str]:
         pieces = generate_text(model, text, request.sampling())

@@ -1,47 +1,29 @@
-"""The FastAPI application and `serve`, what `cllm ui` runs.
-
-Security: the server listens on 127.0.0.1 unless told otherwise, and there only answers
-requests naming a loopback host (no DNS rebinding). Every request must carry a token (a new
-one at each start unless configured, shown in the URL printed, as Jupyter does; `--no-token`
-goes without on loopback): `Authorization: Bearer TOKEN`, or the cookie set when the page is
-opened once as `/?token=TOKEN`. Requests that change something are JSON POSTs (a form on
-another site cannot send one), of bounded size. Nothing the page sends becomes a path.
+"""The FastAPI application and `serve`, what `cllm ui` runs. Its security is every server's
+(app/security.py); nothing the page sends becomes a path.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import secrets
-import socket
-import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
 
-import structlog
-import uvicorn
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 from starlette.concurrency import iterate_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app.config import AppConfig
 from app.data import Pipeline, crawls
 from app.jobs import Busy, Jobs
 from app.llm import GenerateRequest, Generator
-from core.errors import Unavailable, UserError
+from app.security import choose_token, listen, secure
+from core.errors import UserError
 from crawler.urls import check_seed
 
-log = structlog.get_logger()
 STATIC = Path(__file__).resolve().parent / "static"
-MAX_BODY = 64 * 1024  # bytes of a request body (a prompt is at most 4,000 characters)
-COOKIE = "cllm_token"
-LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
 
 
 class CrawlRequest(BaseModel):
@@ -57,15 +39,6 @@ class TrainRequest(BaseModel):
 
 class PromoteRequest(BaseModel):
     version: str = Field(pattern=r"^[0-9]{1,9}$")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve anywhere
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -88,61 +61,7 @@ def create_app(config: AppConfig, config_file: str | None = None) -> FastAPI:
                   openapi_url=None)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        if token:
-            given = request.cookies.get(COOKIE) or \
-                request.headers.get("authorization", "").removeprefix("Bearer ")
-            query = request.query_params.get("token")
-            if query is not None and request.url.path == "/" and \
-                    secrets.compare_digest(query.encode(), token.encode()):
-                response = RedirectResponse("/", status_code=303)
-                response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
-                return response
-            if not secrets.compare_digest(given.encode(), token.encode()):
-                return error(401, "a token is required: open the page as /?token=TOKEN or send "
-                             "Authorization: Bearer TOKEN")
-        if request.method == "POST":
-            if request.headers.get("content-type", "").split(";")[0].strip() != \
-                    "application/json":
-                return error(415, "send the request body as JSON (Content-Type: "
-                             "application/json)")
-            length = request.headers.get("content-length")
-            if length is None or not length.isdigit():
-                return error(411, "the request needs a Content-Length")
-            if int(length) > MAX_BODY:
-                return error(413, f"the request body is {int(length):,} bytes; at most "
-                             f"{MAX_BODY:,}")
-        response = await call_next(request)
-        response.headers["Content-Security-Policy"] = \
-            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        return response
-
-    if is_loopback(config.ui.host):
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_NAMES)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError):
-        problems = exc.errors()
-        if any(p["type"] == "json_invalid" for p in problems):
-            return error(400, "the request body is not valid JSON")
-        first = problems[0]
-        where = ".".join(str(part) for part in first["loc"] if part != "body") or "body"
-        return error(422, f"{where}: {first['msg']}")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException):
-        return error(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(UserError)
-    async def user_error(request: Request, exc: UserError):
-        return error(400, str(exc))
-
-    @app.exception_handler(Unavailable)
-    async def unavailable(request: Request, exc: Unavailable):
-        return error(503, str(exc))
+    secure(app, config.ui.host, token, error)
 
     @app.exception_handler(Busy)
     async def busy(request: Request, exc: Busy):
@@ -262,26 +181,5 @@ def create_app(config: AppConfig, config_file: str | None = None) -> FastAPI:
 
 def serve(config: AppConfig, config_file: str | None = None, no_token: bool = False) -> None:
     """Listen and serve until Ctrl-C or SIGTERM; running jobs are stopped on the way out."""
-    ui = config.ui
-    if no_token and not is_loopback(ui.host):
-        raise UserError(f"--host {ui.host} is reachable from other machines: drop --no-token "
-                        "(a token is made at start, or give --token SECRET), or listen on "
-                        "127.0.0.1")
-    if not ui.token and not no_token:
-        ui.token = secrets.token_urlsafe(24)
-    app = create_app(config, config_file)
-    family = socket.AF_INET6 if ":" in ui.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((ui.host.strip("[]"), ui.port))
-    except OSError as e:
-        sock.close()
-        raise UserError(f"cannot listen on {ui.host}:{ui.port} ({e.strerror}): choose another "
-                        "--port or --host") from None
-    shown = f"[{ui.host}]" if ":" in ui.host else ui.host
-    url = f"http://{shown}:{ui.port}/" + (f"?token={ui.token}" if ui.token else "")
-    log.info("ui_start", url=url, home=str(Path(config.home).resolve()))
-    print(f"cllm ui: open {url} (Ctrl-C stops)", file=sys.stderr, flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    server.run(sockets=[sock])
+    choose_token(config.ui, no_token)
+    listen(create_app(config, config_file), config.ui, "cllm ui")

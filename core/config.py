@@ -24,8 +24,8 @@ from pathlib import Path
 from core.errors import UserError
 
 # Every table a cllm.toml may hold, whichever package reads it (engine: model, train; crawler:
-# crawl; pipeline: continual; app: ui); any other is a typo.
-SECTIONS = ("model", "train", "crawl", "continual", "ui")
+# crawl; pipeline: continual; app: ui, serve); any other is a typo.
+SECTIONS = ("model", "train", "crawl", "continual", "ui", "serve")
 # CLLM_* variables that are not settings
 NOT_SETTINGS = {"CLLM_CONFIG", "CLLM_ARRAY_MODULE"}
 
