@@ -73,11 +73,14 @@ class Steps:
 def split_at_blank_lines(text: str, size: int) -> list[str]:
     """A long text (a book, a play) cut into documents of about `size` characters, at blank
     lines."""
-    docs, current = [], ""
+    docs: list[str] = []
+    current: list[str] = []  # joined once a document is full: linear, whatever the sizes
+    length = 0
     for paragraph in text.split("\n\n"):
-        current += paragraph + "\n\n"
-        if len(current) >= size:
-            docs.append(current.strip())
-            current = ""
+        current.append(paragraph + "\n\n")
+        length += len(paragraph) + 2
+        if length >= size:
+            docs.append("".join(current).strip())
+            current, length = [], 0
     return docs
 

@@ -12,10 +12,10 @@ import io
 import re
 import unicodedata
 from dataclasses import dataclass
+from itertools import chain, islice
 
 import trafilatura
 from pypdf import PdfReader
-from pypdf.errors import PdfReadError
 from trafilatura.utils import load_html
 
 from text.document import Document, Drop
@@ -38,7 +38,8 @@ TRAFILATURA_OPTIONS = dict(
 )
 
 _LANG = re.compile(rb"<html[^>]*\blang=[\"']?([a-zA-Z]{2,3})", re.IGNORECASE)
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\ufeff]")
+# C0 (but tab, newline, CR), DEL, C1, zero-width space, byte-order mark
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
 _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
 _CONTROL_BYTES = bytes([*range(9), *range(14, 32)])  # not tab, newline, CR, form feed
@@ -50,10 +51,42 @@ class Extracted:
     text: str
 
 
+def _non_starters() -> re.Pattern:
+    """Runs of more than MAX_NON_STARTERS characters that decompose into combining marks
+    (canonical combining class not 0): Unicode puts all of them below U+20000 or in plane
+    14; U+0F73, U+0F75 and U+0F81 are of class 0 but decompose into two marks each."""
+    code_points = [c for c in chain(range(0x20000), range(0xE0000, 0xE1000))
+                   if unicodedata.combining(chr(c))] + [0x0F73, 0x0F75, 0x0F81]
+    ranges: list[list[int]] = []
+    for c in sorted(code_points):
+        if ranges and ranges[-1][1] == c - 1:
+            ranges[-1][1] = c
+        else:
+            ranges.append([c, c])
+    members = "".join(re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "")
+                      for a, b in ranges)
+    return re.compile(f"[{members}]{{{MAX_NON_STARTERS + 1},}}")
+
+
+# Unicode's stream-safe limit (UAX #15): no real text stacks more marks on one character.
+# CPython's normalisation sorts a run of marks by insertion, quadratic in its length (200 KB
+# of U+0F73 took 150 s), so longer runs are cut to this before NFC.
+MAX_NON_STARTERS = 30
+_NON_STARTERS = _non_starters()
+
+
+def _cut_mark_runs(text: str) -> str:
+    return _NON_STARTERS.sub(lambda run: run.group()[:MAX_NON_STARTERS], text)
+
+
 def normalize_text(text: str) -> str:
-    """NFC, no control or zero-width characters, single spaces, at most one blank line."""
-    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
-    text = _CONTROL.sub("", text)
+    """NFC, no control or zero-width characters, single spaces, at most one blank line,
+    at most MAX_NON_STARTERS combining marks in a row. Linear in the text, and idempotent:
+    controls go before NFC (one between a letter and its accent would block composing them
+    until a second pass), and runs of marks are cut again after it (U+0344 and the Tibetan
+    vowels decompose into two marks each)."""
+    text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = _cut_mark_runs(unicodedata.normalize("NFC", _cut_mark_runs(text)))
     lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 
@@ -87,8 +120,44 @@ def extract(content_type: str, body: bytes, html: str, url: str) -> Extracted | 
     return extract_html(html, url)
 
 
+# libxml2 (2.14) compares each attribute of a tag with all the others: 40,000 distinct ones in
+# one tag (400 KB) took 44 s to parse. Tags with more than MAX_ATTRIBUTES lose the rest
+# before parsing (no real page comes near). To find the tags as libxml2 does, its HTML5
+# tokenizer is followed: comments, bogus comments and doctypes, the raw text of script,
+# style and the like, then start and end tags with their attributes (separated by HTML
+# whitespace or '/', or following a quoted value). Should some construct be read otherwise,
+# the crawl's per-page extraction time limit is what ends the parse.
+MAX_ATTRIBUTES = 100
+_WS = "\t\n\f\r "
+_ATTRIBUTE = (f"[{_WS}/]*+[^{_WS}/>][^{_WS}/>=]*+"
+              f"(?:[{_WS}]*+=[{_WS}]*+(?:\"[^\"]*+\"?|'[^']*+'?|[^{_WS}>]*+))?+")
+_RAW = "script|style|textarea|title|xmp|iframe|noembed|noframes|plaintext"
+_MARKUP = re.compile(
+    f"<!--(?:-?>|.*?(?:--!?>|\\Z))|<[!?][^>]*+>?|</(?![a-z])[^>]*+>?"  # comments
+    f"|(?:(?=<(?P<raw>{_RAW})[{_WS}/>]))?"  # a tag, and the raw text after some start tags
+    f"</?[a-z][^{_WS}/>]*+(?P<attributes>(?:{_ATTRIBUTE})*+)"
+    f"(?(raw)[{_WS}/]*+>.*?(?:</(?P=raw)(?=[{_WS}/>])|\\Z))", re.IGNORECASE | re.DOTALL)
+_ATTRIBUTES = re.compile(_ATTRIBUTE)
+
+
+def cap_attributes(html: str) -> str:
+    """The page with at most MAX_ATTRIBUTES attributes a tag (linear, unchanged if none has
+    more)."""
+    parts, done = [], 0
+    for tag in _MARKUP.finditer(html):
+        start, end = tag.span("attributes")
+        if end - start < 2 * MAX_ATTRIBUTES:  # each attribute but one takes 2 characters
+            continue
+        attributes = _ATTRIBUTES.finditer(html, start, end)
+        kept = list(islice(attributes, MAX_ATTRIBUTES))
+        if len(kept) == MAX_ATTRIBUTES and next(attributes, None) is not None:
+            parts.append(html[done:kept[-1].end()])
+            done = end
+    return "".join(parts) + html[done:] if parts else html
+
+
 def extract_html(html: str, url: str) -> Extracted | None:
-    tree = load_html(html)
+    tree = load_html(cap_attributes(html))
     if tree is None:
         return None
     title = tree.findtext(".//title") or ""
@@ -103,7 +172,9 @@ def extract_pdf(body: bytes) -> Extracted | None:
         reader = PdfReader(io.BytesIO(body))
         text = "\n\n".join(page.extract_text() or "" for page in reader.pages)
         title = (reader.metadata.title if reader.metadata else None) or ""
-    except (PdfReadError, ValueError, KeyError, TypeError):
+    except Exception:  # noqa: BLE001 - pypdf on a broken file raises anything: its own
+        # PdfReadError and LimitReachedError (a decompression bomb, a huge array),
+        # NotImplementedError (an unknown filter), ValueError, KeyError, RecursionError, ...
         return None
     text = normalize_text(text)
     return Extracted(title=normalize_text(str(title)), text=text) if text else None

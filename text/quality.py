@@ -114,11 +114,18 @@ class Share(Filter):
         raise NotImplementedError
 
 
+def fraction(part: int, whole: int) -> float:
+    """part / whole; 0.0 of nothing (a text without tokens or lines: on its own a filter
+    must not fail on it with ZeroDivisionError, and WordCount drops it first in a list)."""
+    return part / whole if whole else 0.0
+
+
 class SymbolRatio(Share):
     reason = "symbols"  # hashtags and ellipses per token: tag clouds, truncated teasers
 
     def share(self, r: Reading) -> float:
-        return (r.text.count("#") + r.text.count("...") + r.text.count("\u2026")) / len(r.tokens)
+        symbols = r.text.count("#") + r.text.count("...") + r.text.count("\u2026")
+        return fraction(symbols, len(r.tokens))
 
 
 class AlphabeticWords(Share):
@@ -127,14 +134,14 @@ class AlphabeticWords(Share):
     def share(self, r: Reading) -> float:
         # One search per token, not one regex over the text: on a long run of punctuation
         # `\S*[^\W\d_]\S*` backtracks quadratically.
-        return sum(1 for token in r.tokens if _LETTER.search(token)) / len(r.tokens)
+        return fraction(sum(1 for token in r.tokens if _LETTER.search(token)), len(r.tokens))
 
 
 class RepeatedLines(Share):
     reason = "repetition"  # lines that occur more than once: navigation, listings, spam
 
     def share(self, r: Reading) -> float:
-        return sum(k for k in Counter(r.lines).values() if k > 1) / len(r.lines)
+        return fraction(sum(k for k in Counter(r.lines).values() if k > 1), len(r.lines))
 
 
 class ShortLines(Share):
@@ -145,18 +152,21 @@ class ShortLines(Share):
         self.min_length = min_length
 
     def share(self, r: Reading) -> float:
-        return sum(1 for line in r.lines if len(line) < self.min_length) / len(r.lines)
+        return fraction(sum(1 for line in r.lines if len(line) < self.min_length), len(r.lines))
 
 
 class TerminalPunctuation(Share):
     reason, at_least = "no_terminal_punctuation", True  # lines that end a sentence
 
     def share(self, r: Reading) -> float:
-        return sum(1 for line in r.lines if line.endswith(TERMINAL_PUNCT)) / len(r.lines)
+        return fraction(sum(1 for line in r.lines if line.endswith(TERMINAL_PUNCT)),
+                        len(r.lines))
 
 
 class BoilerplateLines(Share):
     reason = "boilerplate"  # cookie notices, rights lines, sign-up calls (C4)
 
     def share(self, r: Reading) -> float:
-        return len(BOILERPLATE_LINE.findall(r.text)) / len(r.lines)
+        # Linear: `^` fails at once but at a line's start, and there `.*` backtracks over
+        # that line only, trying the words at each character.
+        return fraction(len(BOILERPLATE_LINE.findall(r.text)), len(r.lines))
