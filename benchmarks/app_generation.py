@@ -36,7 +36,8 @@ PROMPT = "The history of the city begins"
 SHAPE = {"CLLM_MODEL_N_LAYER": "4", "CLLM_MODEL_N_HEAD": "4", "CLLM_MODEL_N_EMBD": "256",
          "CLLM_TRAIN_SEQ_LEN": "128", "CLLM_TRAIN_VOCAB_SIZE": "4096",
          "CLLM_TRAIN_BATCH_SIZE": "8", "CLLM_TRAIN_WARMUP_STEPS": "2",
-         "CLLM_CRAWL_DELAY": "0", "CLLM_CRAWL_AUTOTHROTTLE": "false", "CLLM_LOG_FORMAT": "json"}
+         "CLLM_CRAWL_DELAY": "0", "CLLM_CRAWL_AUTOTHROTTLE": "false", "CLLM_LOG_FORMAT": "json",
+         "CLLM_CRAWL_ALLOWED_NETWORKS": "127.0.0.1/32"}
 
 
 def cllm(home: Path, *args: str, env: dict) -> None:

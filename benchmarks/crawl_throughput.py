@@ -5,9 +5,9 @@ and the peak memory of each.
 
     .venv/bin/python benchmarks/crawl_throughput.py [--repeats 3]
 
-Politeness is off for the crawler (no delay, no AutoThrottle): the server is local and the
-question is what the crawler's own work costs next to extraction. Needs Debian's
-python3.11-doc (apt-get install -y python3.11-doc).
+Politeness is off for the crawler (no delay, no AutoThrottle) and its network guard lets in
+127.0.0.1/32: the server is local and the question is what the crawler's own work costs
+next to extraction. Needs Debian's python3.11-doc (apt-get install -y python3.11-doc).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def crawler_run(url: str) -> dict:
     with tempfile.TemporaryDirectory() as home:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")} | {
             "CLLM_HOME": home, "CLLM_CRAWL_DELAY": "0", "CLLM_CRAWL_AUTOTHROTTLE": "false",
-            "CLLM_LOG_FORMAT": "json"}
+            "CLLM_LOG_FORMAT": "json", "CLLM_CRAWL_ALLOWED_NETWORKS": "127.0.0.1/32"}
         result, peak, cpu = run_measured([str(CLLM), "crawl", "--json", "--seeds", url], env)
     report = json.loads(result.stdout)
     return {"pages": report["pages_fetched"], "seconds": report["seconds"],
@@ -126,7 +126,7 @@ def main() -> None:
           f"extraction read {extractions[0]['pages']} from disk; {args.repeats} runs each, alternating")
     print("| | pages/s (median) | runs | CPU ms per page (median) | peak memory (median) |")
     print("| --- | --- | --- | --- | --- |")
-    for name, runs in [("crawler (cllm crawl, 2 extraction workers)", crawls),
+    for name, runs in [("crawler (cllm crawl, 2 parsing workers)", crawls),
                        ("trafilatura extraction alone (1 process)", extractions)]:
         rates = ", ".join(f"{r['pages_per_s']:.2f}" for r in runs)
         print(f"| {name} | {median(runs, 'pages_per_s'):.2f} | {rates} | "

@@ -58,6 +58,7 @@ retrain_schedule = ""  # the demo triggers its runs: nothing starts by itself
 schedule = ""
 delay = 0.0  # our own server on 127.0.0.1: no politeness delay
 autothrottle = false
+allowed_networks = "127.0.0.1/32"  # the demo site is on loopback, which crawls refuse
 """
 DAGS = ["crawl", "continuous_training", "nightly_retrain"]
 

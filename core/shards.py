@@ -116,7 +116,8 @@ def shard_problem(path: Path, sha256: str) -> str | None:
 
 class ShardWriter:
     """Buffers rows, writes row groups of `row_group_rows`, rotates at `max_bytes`;
-    `on_commit(ShardInfo)` runs after each shard is renamed into place."""
+    `on_commit(ShardInfo)` runs after each shard is renamed into place. A caller with a
+    time limit as well calls `close()` when it is up: the next row starts a new shard."""
 
     def __init__(self, crawl_dir: Path, max_bytes: int, row_group_rows: int,
                  on_commit: Callable[[ShardInfo], None]):
@@ -135,6 +136,11 @@ class ShardWriter:
             self._write_row_group()
             if self.tmp.stat().st_size >= self.max_bytes:
                 self._commit()
+
+    @property
+    def pending(self) -> bool:
+        """Whether rows were added since the last shard was committed."""
+        return bool(self.rows) or self.writer is not None
 
     def close(self) -> None:
         """Write what is buffered and commit the last shard."""

@@ -10,6 +10,7 @@ needs the configuration of the packages above it.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,12 +38,32 @@ class CrawlConfig:
     retries: int = 2  # extra attempts on 429, 5xx and connection errors, with back-off
     retry_backoff: float = 2.0  # seconds before the first retry, doubled for each next one
     max_pages: int = 0  # HTTP responses per crawl; 0 = no limit
-    max_depth: int = 0  # link hops from a seed; 0 = no limit
+    # Network guard: loopback, private, link-local (cloud metadata), shared, multicast and
+    # reserved addresses are refused unless inside one of these comma-separated CIDRs
+    # (`127.0.0.1/32` for a site served on this machine); public addresses are always fine.
+    allowed_networks: str = ""
+    # Bounds that end a crawl of an endless site (calendars, faceted listings, link farms)
+    # Link hops from a seed (0: no limit). Real sites keep their pages a few hops from the
+    # front page (the Python docs: 3); 20 leaves room for long series, and ends a chain.
+    max_depth: int = 20
+    # Requests per host and crawl (0: no limit): about 3 hours of one site at delay 1 s.
+    max_pages_per_host: int = 10_000
+    max_links_per_page: int = 1000  # distinct links taken from a page, in page order
+    max_url_length: int = 2000  # characters; what browsers and servers reliably take
+    max_path_repeats: int = 2  # times one segment may occur in a path (/a/b/a/b/a/b: 3)
+    max_query_params: int = 10  # parameters in one query (tracking ones removed first)
+    max_queries_per_path: int = 1000  # distinct queries under one path (paging, filters)
+    max_sitemap_depth: int = 2  # a sitemap index, and an index inside it
+    max_sitemaps_per_host: int = 50  # sitemap files read per host
     # URL hygiene
     deny_domains: str = ""  # comma-separated; subdomains included
     blocklist: str = ""  # a file of domains or URL prefixes to skip, one a line, # comments
-    # Extraction: processes extracting text beside the crawl; 0 extracts in the crawl's own
+    # Extraction: processes parsing pages (text, links, sitemaps, quality filters) beside the
+    # crawl; 0 parses in a thread of the crawl's own process, with no time limit.
     extract_workers: int = 2
+    # Seconds a worker may spend on one page before it is killed and replaced; real pages
+    # take well under one, a pathological one may take hours.
+    extract_timeout: float = 30.0
     # Quality filters (Gopher / C4 / FineWeb style); a page failing one is dropped by reason
     min_words: int = 50
     max_words: int = 200_000
@@ -61,6 +82,9 @@ class CrawlConfig:
     minhash_perm: int = 128
     # Shards
     shard_max_mb: float = 64.0  # a shard is closed once its file reaches this size
+    # ... or this long after the last one, so a crawl killed outright loses at most this
+    # much work (the crawl state is committed with each shard).
+    shard_max_minutes: float = 10.0
     row_group_rows: int = 1000
 
     @property
@@ -69,9 +93,13 @@ class CrawlConfig:
 
     def validate(self) -> None:
         positive = ["concurrency_per_domain", "max_response_mb", "timeout", "minhash_perm",
-                    "shard_max_mb", "row_group_rows", "max_words"]
-        non_negative = ["delay", "retries", "retry_backoff", "max_pages", "max_depth", "extract_workers", "min_words",
-                        "min_stopwords", "min_mean_word_length"]
+                    "shard_max_mb", "row_group_rows", "max_words", "max_links_per_page",
+                    "max_url_length", "max_path_repeats", "max_query_params",
+                    "max_queries_per_path", "max_sitemap_depth", "max_sitemaps_per_host",
+                    "extract_timeout", "shard_max_minutes"]
+        non_negative = ["delay", "retries", "retry_backoff", "max_pages", "max_depth",
+                        "max_pages_per_host", "extract_workers", "min_words", "min_stopwords",
+                        "min_mean_word_length"]
         ratios = ["max_symbol_ratio", "min_alpha_word_ratio", "max_duplicate_line_ratio",
                   "min_terminal_punct_ratio", "max_short_line_ratio",
                   "max_boilerplate_line_ratio", "near_dup_threshold"]
@@ -91,12 +119,27 @@ class CrawlConfig:
             raise UserError("crawl setting min_mean_word_length must not exceed max_mean_word_length")
         if not self.user_agent.strip():
             raise UserError("crawl setting user_agent must not be empty: name your crawler honestly")
+        parse_networks(self.allowed_networks)
         if self.blocklist and not Path(self.blocklist).is_file():
             raise UserError(f"crawl blocklist file {self.blocklist} does not exist: "
                             "fix the path or leave blocklist empty")
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def parse_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The networks of a comma-separated CIDR list, or a UserError naming the bad entry."""
+    networks = []
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry))
+        except ValueError as e:
+            raise UserError(f"crawl setting allowed_networks: {entry!r} is not a network "
+                            f"({e}): give CIDRs such as 127.0.0.1/32 or 10.0.0.0/8") from None
+    return networks
 
 
 @dataclass
@@ -121,11 +164,13 @@ def scrapy_settings(crawl: CrawlConfig, home: Path | Home, crawl_id: str) -> dic
         "CONCURRENT_REQUESTS_PER_DOMAIN": crawl.concurrency_per_domain,
         "ROBOTSTXT_OBEY": crawl.obey_robots,
         "DOWNLOAD_MAXSIZE": int(crawl.max_response_mb * 2**20),
+        # Responses being parsed at once, in bytes: one of the largest may be in a worker
+        # while the others go on (Scrapy pauses downloads above it).
+        "SCRAPER_SLOT_MAX_ACTIVE_SIZE": max(5_000_000, int(2 * crawl.max_response_mb * 2**20)),
         "DOWNLOAD_TIMEOUT": crawl.timeout,
         "RETRY_TIMES": crawl.retries,
         "RETRY_BACKOFF_BASE": crawl.retry_backoff,
         "CLOSESPIDER_PAGECOUNT": crawl.max_pages,
-        "DEPTH_LIMIT": crawl.max_depth,
         "CLLM_HOME": str(Home(home)),
         "CLLM_CRAWL_ID": crawl_id,
         "CLLM_CRAWL": crawl.as_dict(),

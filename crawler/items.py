@@ -10,7 +10,7 @@ from text.document import Document
 
 @dataclass
 class Page:
-    # The page as fetched (url, content type, body), then its text: the text steps' part
+    # The page's document (url, content type, then its text), the text steps' part
     doc: Document
     # What only the crawl needs, set by the spider from the response
     canonical_url: str
@@ -18,3 +18,4 @@ class Page:
     status: int
     fetched_at: datetime
     body_sha256: str  # what the page was, for "unchanged since the last crawl"
+    drop: str = ""  # why the page has no document (extraction, quality), decided in a worker

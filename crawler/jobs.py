@@ -1,6 +1,6 @@
 """Crawl jobs: each crawl has a directory `$CLLM_HOME/crawl/jobs/<crawl_id>/` with `job.json`
-(its seeds, allowed domains and status: running, paused, finished) and Scrapy's JOBDIR, its
-request queue for a resume.
+(its seeds, allowed domains and status: running, paused, failed, finished) and Scrapy's
+JOBDIR, its request queue for a resume.
 
 `choose_job` decides what a crawl runs (a new job, or the unfinished one with the same seeds),
 `unfinished` lists those waiting to resume. Light on purpose (no Scrapy): the web server
@@ -23,7 +23,8 @@ from core.home import Home
 from crawler.config import new_crawl_id
 
 _CRAWL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-UNFINISHED = ("running", "paused")  # running: under way, or killed outright
+# running: under way, or killed outright; failed: it lost pages (a full disk), to redo
+UNFINISHED = ("running", "paused", "failed")
 
 
 @dataclass

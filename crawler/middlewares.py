@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import urlsplit
 
 from scrapy import Request
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
+from scrapy.exceptions import CannotResolveHostError
+
+from crawler.guard import Skipped, refused_by_resolver
 
 
 class BackoffRetryMiddleware(RetryMiddleware):
     """Retries what Scrapy retries (RETRY_HTTP_CODES such as 429 and 5xx, dropped
     connections, timeouts), but waits first: RETRY_BACKOFF_BASE seconds, doubled on each
     further attempt, or the server's Retry-After if it asks for longer, at most
-    RETRY_BACKOFF_MAX. A struggling server gets time to recover instead of an instant repeat."""
+    RETRY_BACKOFF_MAX. A struggling server gets time to recover instead of an instant repeat.
+    A host the network guard refused is not retried: it is skipped as `blocked_address`."""
 
     def __init__(self, settings):
         super().__init__(settings)
@@ -26,6 +31,9 @@ class BackoffRetryMiddleware(RetryMiddleware):
         return result
 
     async def process_exception(self, request, exception, spider=None):
+        if isinstance(exception, CannotResolveHostError) and \
+                refused_by_resolver(urlsplit(request.url).hostname or ""):
+            raise Skipped("blocked_address", request.url)  # the guard refused it: no retry
         result = super().process_exception(request, exception)
         if isinstance(result, Request):
             await self.wait(result, None)

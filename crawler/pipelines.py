@@ -1,138 +1,100 @@
-"""The item pipelines, in order (see ITEM_PIPELINES in settings.py): thin Scrapy adapters
-over the text steps (text/, the list built by crawler/steps.py), then the shard writer.
+"""The item pipelines, in order (see ITEM_PIPELINES in settings.py): the text steps the crawl
+runs itself, then the shard writer.
 
-extract (main text) -> text steps (quality filters, dedup across crawls) -> shard writer.
+A page reaches them parsed: the extraction workers (crawler/parsing.py) extracted it and ran
+the quality filters, and a page they dropped carries its reason (`Page.drop`). Here that
+reason is counted, and a document goes through dedup (text/dedup.py: it needs every document
+of this crawl and the earlier ones, so it runs in the crawl), then into a shard. A dropped
+page raises Scrapy's `DropItem(reason)`, counted in the crawl stats (`cllm/dropped/<reason>`)
+where the report and the progress bar read it.
 
-An adapter runs its steps on the item's document. A step drops it with `Drop(reason)`: the
-adapter raises Scrapy's `DropItem(reason)` instead and puts the steps' count of that reason
-into the crawl stats (`cllm/dropped/<reason>`), where the report and the progress bar read
-it. When the writer has renamed a shard into place and catalogued it, it sends
-`shard_committed`, on which the crawl state (crawler/state.py) makes what the dedup step
-learned permanent.
+When the writer has renamed a shard into place and catalogued it, or when `shard_max_minutes`
+have passed, it sends `checkpoint`, on which the crawl state (crawler/state.py) makes what
+the crawl learned permanent. A shard that cannot be written (a full disk) stops the crawl:
+its pages' state is dropped, not committed, so the next run fetches them again, and the
+report says what was lost (`cllm/lost`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import signal
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
-from multiprocessing import get_context
+import sqlite3
 from pathlib import Path
 
 import structlog
 from scrapy import signals
 from scrapy.exceptions import DropItem
+from scrapy.utils.defer import deferred_from_coro
+from twisted.internet import task
 
 from core.catalog import Catalog
+from core.files import storage_problem
 from core.home import Home
 from core.shards import ShardInfo, ShardWriter, describe, remove_temp_files, shard_files
 from crawler.config import CrawlConfig, crawl_config
 from crawler.items import Page
 from crawler.state import CrawlState
-from crawler.steps import text_steps
+from text.dedup import Dedup
 from text.document import Drop, Steps
-from text.extract import Extract, extract, normalize_text
 
 log = structlog.get_logger()
-shard_committed = object()  # signal: a shard is in place and catalogued (args: shard)
+checkpoint = object()  # signal: a shard (or None: only time) is in place (args: shard)
+shard_failed = object()  # signal: a shard could not be written; what was pending is lost
 
 
-class StepsPipeline:
-    """What the adapters share: `steps` run on each item's document."""
-
-    steps: Steps
-
-    def __init__(self, stats):
-        self.stats = stats
-
-    def process_item(self, item: Page) -> Page:
-        with self.dropping():
-            item.doc = self.steps(item.doc)
-        return item
-
-    @contextmanager
-    def dropping(self) -> Iterator[None]:
-        """A `Drop` in the block, counted by the steps, goes into the stats as `DropItem`."""
-        try:
-            yield
-        except Drop as drop:
-            self.stats.set_value(f"cllm/dropped/{drop.reason}", self.steps.dropped[drop.reason])
-            raise DropItem(drop.reason) from None
+def lose(crawler, what: str) -> None:
+    """Stop the crawl for what it cannot go on without (the report keeps the first cause)."""
+    if not crawler.stats.get_value("cllm/lost"):
+        crawler.stats.set_value("cllm/lost", what)
+    log.error("crawl_lost", lost=what)
+    if crawler.engine is not None and crawler.engine.spider is not None:
+        deferred_from_coro(crawler.engine.close_spider_async(reason="lost"))
 
 
-class ExtractPipeline(StepsPipeline):
-    """The extraction step (text/extract.py).
-
-    Extraction is most of a crawl's CPU time, so it runs in `extract_workers` processes
-    while Scrapy's event loop goes on fetching; 0 extracts in the crawl's own process.
-    """
-
-    def __init__(self, stats, workers: int):
-        super().__init__(stats)
-        self.extract = Extract()
-        self.steps = Steps([self.extract])
-        self.workers = workers
-        self.pool: ProcessPoolExecutor | None = None
-
-    @classmethod
-    def from_crawler(cls, crawler):
-        return cls(crawler.stats, crawl_config(crawler.settings).extract_workers)
-
-    def open_spider(self) -> None:
-        if self.workers:
-            # spawn, not fork: the workers must not inherit the running event loop. They
-            # ignore Ctrl-C, which the terminal sends them too: the crawl decides when to stop.
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
-                                            initializer=signal.signal,
-                                            initargs=(signal.SIGINT, signal.SIG_IGN))
-            for _ in range(self.workers):  # start them and their imports while Scrapy starts
-                self.pool.submit(normalize_text, "")
-
-    async def process_item(self, item: Page) -> Page:
-        if self.pool is None:
-            item = super().process_item(item)
-        else:  # the step in its two parts, the work between them in a worker
-            with self.dropping(), self.steps.counting():
-                arguments = self.extract.arguments(item.doc)
-            extracted = await asyncio.wrap_future(self.pool.submit(extract, *arguments))
-            with self.dropping(), self.steps.counting():
-                item.doc = self.extract.finish(item.doc, extracted)
-        self.stats.inc_value("cllm/extracted")
-        return item
-
-    def close_spider(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
+def storage_line(error: Exception) -> str | None:
+    """One line for a storage error (a full disk: the system's or SQLite's), else None."""
+    if isinstance(error, OSError):
+        return storage_problem(error)
+    if isinstance(error, sqlite3.OperationalError) and \
+            ("full" in str(error) or "disk I/O" in str(error)):
+        return f"{error} (SQLite): free some space and run again"
+    return None
 
 
-class TextPipeline(StepsPipeline):
-    """The quality filters, then dedup against every document of this crawl and earlier
-    ones; remembers every processed URL with its body hash, kept or dropped."""
+class TextPipeline:
+    """Drops counted by reason; dedup against every document of this crawl and earlier
+    ones; every processed URL remembered with its body hash, kept or dropped."""
 
-    def __init__(self, stats, home: Home, config: CrawlConfig):
-        super().__init__(stats)
-        self.home, self.config = home, config
+    def __init__(self, crawler, home: Home, config: CrawlConfig):
+        self.crawler, self.stats, self.home, self.config = crawler, crawler.stats, home, config
         self.state: CrawlState | None = None
+        self.failed = False  # a shard was lost: nothing more is committed
 
     @classmethod
     def from_crawler(cls, crawler):
-        pipeline = cls(crawler.stats, Home(crawler.settings["CLLM_HOME"]),
-                       crawl_config(crawler.settings))
-        crawler.signals.connect(pipeline.shard_committed, signal=shard_committed)
+        pipeline = cls(crawler, Home(crawler.settings["CLLM_HOME"]), crawl_config(crawler.settings))
+        crawler.signals.connect(pipeline.checkpoint, signal=checkpoint)
+        crawler.signals.connect(pipeline.shard_failed, signal=shard_failed)
         crawler.signals.connect(pipeline.item_dropped, signal=signals.item_dropped)
+        crawler.signals.connect(pipeline.item_error, signal=signals.item_error)
         return pipeline
 
     def open_spider(self) -> None:
         self.state = CrawlState(self.home, self.config.minhash_perm, self.config.near_dup_threshold)
-        self.steps = Steps(text_steps(self.config, self.state.index))
+        self.steps = Steps([Dedup(self.state.index)])
         absorbed = self.state.absorb(shard_files(self.home))
         if absorbed:
             log.warning("crawl_state_recovered", shards_absorbed=absorbed)
 
     def process_item(self, item: Page) -> Page:
-        item = super().process_item(item)
+        reason = item.drop
+        if not reason:
+            try:
+                item.doc = self.steps(item.doc)
+            except Drop as drop:
+                reason = drop.reason
+        if reason:
+            self.stats.inc_value(f"cllm/dropped/{reason}")
+            raise DropItem(reason)
         self.state.record_url(item.canonical_url, item.body_sha256, item.doc.doc_id)
         return item
 
@@ -140,23 +102,45 @@ class TextPipeline(StepsPipeline):
         # A dropped page stays dropped until it changes: no need to extract it again.
         self.state.record_url(item.canonical_url, item.body_sha256)
 
-    def shard_committed(self, shard: ShardInfo) -> None:
-        self.state.commit(self.home.relative(shard.path))
+    def item_error(self, item: Page, response, spider, failure) -> None:
+        # Not in a shard: not remembered either, so the next crawl tries the page again.
+        self.state.forget(item.canonical_url, item.doc.doc_id)
+        self.stats.inc_value("cllm/item_errors")
+        self.stats.set_value("cllm/item_error", f"{failure.type.__name__}: {failure.value}")
+
+    def checkpoint(self, shard: ShardInfo | None) -> None:
+        if self.failed:
+            return
+        try:
+            self.state.commit(self.home.relative(shard.path) if shard else None)
+        except (OSError, sqlite3.OperationalError) as e:
+            if (problem := storage_line(e)) is None:
+                raise
+            self.failed = True  # the shard is in place: the next crawl absorbs it
+            lose(self.crawler, problem)
+
+    def shard_failed(self) -> None:
+        self.failed = True
+        self.state.discard()
 
     def close_spider(self) -> None:
         # Runs after the writer's close_spider (Scrapy closes pipelines in reverse order):
         # only URLs of dropped pages can be pending here.
-        self.state.commit()
-        self.state.close()
+        if self.state is not None:  # None: the crawl could not even open (a full disk)
+            self.checkpoint(None)
+            self.state.close()
 
 
 class ShardWriterPipeline:
-    """Writes documents into Parquet shards and catalogues each complete shard."""
+    """Writes documents into Parquet shards and catalogues each complete shard; closes one
+    every `shard_max_minutes` too."""
 
     def __init__(self, crawler, home: Home, crawl_id: str, config: CrawlConfig):
         self.crawler, self.home, self.crawl_id, self.config = crawler, home, crawl_id, config
         self.writer: ShardWriter | None = None
         self.catalog: Catalog | None = None
+        self.timer = task.LoopingCall(self.rotate)
+        self.failed = False
 
     @classmethod
     def from_crawler(cls, crawler):
@@ -174,6 +158,7 @@ class ShardWriterPipeline:
                 self._catalogue(path)
         self.writer = ShardWriter(crawl_dir, int(self.config.shard_max_mb * 2**20),
                                   self.config.row_group_rows, self._committed)
+        self.timer.start(self.config.shard_max_minutes * 60, now=False)
 
     def _catalogue(self, path: Path) -> None:
         info = describe(path)
@@ -184,11 +169,38 @@ class ShardWriterPipeline:
         stats = self.crawler.stats
         stats.inc_value("cllm/shards")
         stats.inc_value("cllm/shard_bytes", shard.bytes)
-        self.crawler.signals.send_catch_log(signal=shard_committed, shard=shard)
+        self.crawler.signals.send_catch_log(signal=checkpoint, shard=shard)
+
+    def rotate(self) -> None:
+        """The time limit: the shard so far is closed (or, with none, the crawl state of
+        the dropped pages committed)."""
+        if self.writer.pending:
+            self.writing(self.writer.close)
+        elif not self.failed:
+            self.crawler.signals.send_catch_log(signal=checkpoint, shard=None)
+
+    def writing(self, write, *args) -> bool:
+        """Run a write of the shard writer; on a storage error the shard so far is lost
+        (its temp file removed), the crawl stops and the report says so."""
+        if self.failed:
+            return False
+        try:
+            write(*args)
+            return True
+        except (OSError, sqlite3.OperationalError) as e:
+            if (problem := storage_line(e)) is None:
+                raise
+            # A shard renamed into place before the error is catalogued and absorbed by the
+            # next crawl; the documents after it are fetched again.
+            self.failed = True
+            remove_temp_files(self.writer.dir)  # the space it took, back
+            self.crawler.signals.send_catch_log(signal=shard_failed)
+            lose(self.crawler, f"a shard was not written: {problem}")
+            return False
 
     def process_item(self, item: Page) -> Page:
         doc = item.doc
-        self.writer.add({
+        if not self.writing(self.writer.add, {
             "doc_id": doc.doc_id,
             "url": doc.url,
             "canonical_url": item.canonical_url,
@@ -201,10 +213,14 @@ class ShardWriterPipeline:
             "content_type": doc.content_type,
             "n_chars": len(doc.text),
             "crawl_id": self.crawl_id,
-        })
+        }):
+            raise DropItem("lost")  # not written: the next crawl fetches it again
         self.crawler.stats.inc_value("cllm/docs_written")
         return item
 
     def close_spider(self) -> None:
-        self.writer.close()
-        self.catalog.close()
+        if self.timer.running:
+            self.timer.stop()
+        if self.writer is not None:  # None: the crawl could not even open (a full disk)
+            self.writing(self.writer.close)
+            self.catalog.close()

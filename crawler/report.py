@@ -34,6 +34,12 @@ class CrawlReport:
     invalid_seeds: list[str]
     shards: list[dict] = field(default_factory=list)  # path, rows, bytes of each new shard
     bytes_written: int = 0
+    workers_replaced: int = 0  # extraction workers that ran out of time or died
+    # The verdict: complete when the crawl ran to a clean end (finished, or a page limit)
+    # with nothing lost; else `lost` says what was (pages that failed in the pipelines, a
+    # shard that could not be written, an unclean end). Paused: neither complete nor lost.
+    complete: bool = True
+    lost: str = ""
 
     @property
     def pages_per_second(self) -> float:
@@ -57,9 +63,13 @@ class CrawlReport:
             f"  skipped: {counts(self.skipped)}",
             f"  shards: {len(self.shards)} new, {self.bytes_written:,} bytes",
         ]
+        if self.workers_replaced:
+            lines.insert(-1, f"  extraction workers replaced: {self.workers_replaced}")
         lines += [f"    {s['path']} ({s['rows']} rows, {s['bytes']:,} bytes)" for s in self.shards]
         if self.invalid_seeds:
             lines.append(f"  invalid seeds skipped: {', '.join(self.invalid_seeds)}")
+        if self.lost:
+            lines.append(f"  incomplete: {self.lost}")
         return "\n".join(lines)
 
 

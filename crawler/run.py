@@ -12,7 +12,10 @@ so that crawl resumes from its seeds instead, and the persistent crawl state
 document is written twice and no shard is half-visible. Running the same command again
 resumes an unfinished crawl with the same seeds.
 
-Each crawl's report is kept too (crawler/report.py), for the web application.
+The outcome is the report's verdict: complete (a clean end, nothing lost), paused, or
+incomplete with what was lost (job status `failed`: the same command again redoes it from
+the seeds, as after a kill). Each crawl's report is kept too (crawler/report.py), for the
+web application.
 """
 
 from __future__ import annotations
@@ -30,12 +33,15 @@ from core.errors import UserError
 from core.home import Home
 from core.locks import FileLock
 from crawler.config import CrawlConfig, scrapy_settings
+from crawler.guard import NetworkPolicy, check_seeds
 from crawler.jobs import choose_job
 from crawler.report import CrawlReport, save_report
 from crawler.spiders.site import SiteSpider
 from crawler.urls import check_seed
 
 log = structlog.get_logger()
+# Finish reasons of a crawl that ran to its end: every page, or one of its limits.
+CLEAN = {"finished", "closespider_pagecount", "closespider_itemcount", "closespider_timeout"}
 
 
 def crawl(seeds: list[str], home: str | os.PathLike, crawl: CrawlConfig,
@@ -47,6 +53,7 @@ def crawl(seeds: list[str], home: str | os.PathLike, crawl: CrawlConfig,
     domains, is resumed. `progress` shows a bar or `crawl_progress` log events."""
     crawl.validate()
     urls, invalid = read_seeds(seeds)
+    check_seeds(urls, NetworkPolicy.of(crawl))  # before anything is sent
     allowed = sorted({d.lower() for d in allowed_domains or []})
     home = Home(home)
     home.root.mkdir(parents=True, exist_ok=True)
@@ -56,8 +63,9 @@ def crawl(seeds: list[str], home: str | os.PathLike, crawl: CrawlConfig,
                         "it, or set CLLM_HOME to another directory")
     try:
         job, resumed = choose_job(home, crawl_id, urls, allowed)
-        if job.status == "running" and resumed:
-            # Killed outright: Scrapy's queue on disk is not trustworthy, start from the seeds.
+        if job.status in ("running", "failed") and resumed:
+            # Killed outright or failed: Scrapy's queue on disk is not trustworthy, start
+            # from the seeds.
             shutil.rmtree(job.jobdir, ignore_errors=True)
         log.info("crawl_start", crawl_id=job.crawl_id, resumed=resumed, seeds=len(job.seeds),
                  home=str(home))
@@ -75,7 +83,10 @@ def crawl(seeds: list[str], home: str | os.PathLike, crawl: CrawlConfig,
         process.start()
         stats = crawler.stats.get_stats()
         reason = stats.get("finish_reason", "unknown")
-        if reason == "shutdown":
+        lost = what_was_lost(reason, stats)
+        if lost:
+            job.save("failed")
+        elif reason == "shutdown":
             job.save("paused")
         else:
             job.save("finished")
@@ -83,6 +94,7 @@ def crawl(seeds: list[str], home: str | os.PathLike, crawl: CrawlConfig,
         with Catalog(home) as catalog:
             new = [s for s in catalog.list_shards(crawl_id=job.crawl_id) if s.path not in before]
         report = _report(job.crawl_id, resumed, reason, stats, invalid, new)
+        report.lost, report.complete = lost, not lost and reason in CLEAN
         save_report(home, report)
     finally:
         lock.release()
@@ -115,6 +127,21 @@ def read_seeds(seeds: list[str]) -> tuple[list[str], list[str]]:
     return list(dict.fromkeys(valid)), invalid
 
 
+def what_was_lost(reason: str, stats: dict) -> str:
+    """One line on what a crawl lost, or "" when nothing was (a pause loses nothing)."""
+    if lost := stats.get("cllm/lost"):
+        return lost
+    if errors := stats.get("cllm/item_errors"):
+        return (f"{errors} page(s) failed in the pipelines, not written (the last: "
+                f"{stats['cllm/item_error']}); see the log")
+    failed = sum(v for k, v in stats.items() if k.startswith("spider_exceptions/"))
+    if failed:
+        return f"{failed} page(s) failed in the spider, their links not followed; see the log"
+    if reason not in CLEAN and reason != "shutdown":
+        return f"the crawl ended with {reason!r}, not a clean finish"
+    return ""
+
+
 def _report(crawl_id, resumed, reason, stats, invalid, shards) -> CrawlReport:
     def by_prefix(prefix: str) -> dict[str, int]:
         return {k[len(prefix):]: v for k, v in stats.items() if k.startswith(prefix)}
@@ -133,4 +160,5 @@ def _report(crawl_id, resumed, reason, stats, invalid, shards) -> CrawlReport:
         invalid_seeds=invalid,
         shards=[{"path": str(s.path), "rows": s.rows, "bytes": s.bytes} for s in shards],
         bytes_written=sum(s.bytes for s in shards),
+        workers_replaced=stats.get("cllm/workers_replaced", 0),
     )

@@ -28,10 +28,25 @@ RETRY_HTTP_CODES = [429, 500, 502, 503, 504, 522, 524, 408]
 RETRY_BACKOFF_BASE = 2.0  # seconds before the first retry, doubled for each next one
 RETRY_BACKOFF_MAX = 60.0
 DOWNLOADER_MIDDLEWARES = {
+    # First: refused addresses and schemes, and redirects through the URL policy, before
+    # anything (robots.txt included) is sent.
+    "crawler.guard.GuardMiddleware": 40,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "crawler.middlewares.BackoffRetryMiddleware": 550,  # where Scrapy's own one sits
+    # A <meta> refresh is found by the workers with the links (it decodes the whole body).
+    "scrapy.downloadermiddlewares.redirect.MetaRefreshMiddleware": None,
+    # A proxy would resolve the addresses the network guard must check.
+    "scrapy.downloadermiddlewares.httpproxy.HttpProxyMiddleware": None,
 }
 REDIRECT_MAX_TIMES = 10
+
+# The network guard's resolver (crawler/guard.py): every connection's addresses checked.
+TWISTED_DNS_RESOLVER = "crawler.guard.GuardedResolver"
+# http and https only: no file://, data:, s3:// or ftp:// whatever a page links to.
+DOWNLOAD_HANDLERS = {"file": None, "data": None, "s3": None, "ftp": None}
+# The spider applies max_depth and max_url_length itself, and counts what they skip.
+DEPTH_LIMIT = 0
+SPIDER_MIDDLEWARES = {"scrapy.spidermiddlewares.urllength.UrlLengthMiddleware": None}
 
 # Limits per response.
 DOWNLOAD_TIMEOUT = 30
@@ -45,14 +60,15 @@ SCHEDULER_DISK_QUEUE = "scrapy.squeues.MarshalFifoDiskQueue"
 SCHEDULER_MEMORY_QUEUE = "scrapy.squeues.FifoMemoryQueue"
 
 DUPEFILTER_CLASS = "crawler.dupefilter.DupeFilter"  # counts redirect loops too
+SCHEDULER = "crawler.scheduler.Scheduler"  # a full disk under JOBDIR stops the crawl
 
-# Pages in the item pipelines at once: enough to keep the extraction workers busy, few
-# enough that a crawl of large pages does not hold hundreds of them in memory.
+# Pages parsed at once (in the extraction workers) are bounded by the size of the responses
+# being processed (Scrapy's SCRAPER_SLOT_MAX_ACTIVE_SIZE, 5 MB), so a crawl of large pages
+# does not hold hundreds of them in memory.
 CONCURRENT_ITEMS = 16
 
 ITEM_PIPELINES = {
-    "crawler.pipelines.ExtractPipeline": 100,
-    "crawler.pipelines.TextPipeline": 200,  # quality filters, then dedup
+    "crawler.pipelines.TextPipeline": 200,  # drops counted, then dedup
     "crawler.pipelines.ShardWriterPipeline": 300,
 }
 EXTENSIONS = {

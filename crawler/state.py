@@ -8,9 +8,10 @@
 - `shards`: the shards whose documents are in `docs`.
 
 What a crawl learns is held pending in memory and committed in one transaction when a
-shard is complete (and the URLs of dropped pages when the crawl closes). A crawl killed
-before that commits nothing, so its pages are processed again on the next run instead of
-being lost. `absorb` brings the state up to date with a shard written just before a kill.
+shard is complete (and the URLs of dropped pages every `shard_max_minutes` and when the
+crawl closes). A crawl killed before that commits nothing, so its pages are processed again
+on the next run instead of being lost; nor does a crawl whose shard could not be written
+(`discard`). `absorb` brings the state up to date with a shard written just before a kill.
 """
 
 from __future__ import annotations
@@ -60,6 +61,17 @@ class CrawlState:
 
     def record_url(self, url: str, body_sha256: str | None, doc_id: str | None = None) -> None:
         self.pending_urls[url] = (body_sha256, doc_id)
+
+    def forget(self, url: str, doc_id: str | None) -> None:
+        """A page that was recorded but not written (it failed on its way to a shard): the
+        next crawl processes it again."""
+        self.pending_urls.pop(url, None)
+        self.index.pending[:] = [p for p in self.index.pending if p[0] != doc_id]
+
+    def discard(self) -> None:
+        """What is pending will not be written (a shard was lost): forget it all."""
+        self.pending_urls.clear()
+        self.index.pending.clear()
 
     def commit(self, shard: str | None = None) -> None:
         """Make the pending documents (those in `shard`) and URLs permanent, all at once."""

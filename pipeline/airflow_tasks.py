@@ -110,8 +110,9 @@ def check_params(seeds: list[str], allowed_domains: list[str]) -> None:
                             "docs.python.org")
 
 
-def run_crawl(config: Config, seeds: list[str], max_pages: int = 0, max_depth: int = 0,
-              allowed_domains: list[str] | None = None, grace: float = STOP_GRACE) -> dict:
+def run_crawl(config: Config, seeds: list[str], max_pages: int | None = None,
+              max_depth: int | None = None, allowed_domains: list[str] | None = None,
+              grace: float = STOP_GRACE) -> dict:
     """`cllm crawl --json` in a subprocess (Scrapy's reactor runs once per process) and a
     process group of its own; its log goes to this process's stderr as it comes. Returns the
     crawl report. An unfinished crawl of the same seeds (a killed or timed-out try) is
@@ -122,8 +123,9 @@ def run_crawl(config: Config, seeds: list[str], max_pages: int = 0, max_depth: i
         raise UserError("no seeds: give the DAG param seeds, or set seeds in [crawl] "
                         "(CLLM_CRAWL_SEEDS)")
     check_params(seeds, allowed_domains or [])
-    args = ["crawl", "--json", "--seeds", *seeds, "--max-pages", str(max_pages),
-            "--max-depth", str(max_depth)]
+    args = ["crawl", "--json", "--seeds", *seeds]  # limits not given: the [crawl] settings'
+    args += ["--max-pages", str(max_pages)] if max_pages is not None else []
+    args += ["--max-depth", str(max_depth)] if max_depth is not None else []
     args += ["--allowed-domains", *allowed_domains] if allowed_domains else []
     command, env = cllm_command(config.home, *args)
     with tempfile.TemporaryFile("w+") as out:

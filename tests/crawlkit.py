@@ -14,7 +14,8 @@ from crawler.site import SITE, SITE_UPDATE, SiteServer
 
 CLLM = Path(sys.executable).with_name("cllm")
 # Tests crawl at full speed: no politeness delay against our own 127.0.0.1 servers.
-FAST = {"CLLM_CRAWL_DELAY": "0", "CLLM_CRAWL_AUTOTHROTTLE": "false", "CLLM_LOG_FORMAT": "json"}
+FAST = {"CLLM_CRAWL_DELAY": "0", "CLLM_CRAWL_AUTOTHROTTLE": "false", "CLLM_LOG_FORMAT": "json",
+        "CLLM_CRAWL_ALLOWED_NETWORKS": "127.0.0.1/32"}  # the network guard lets only it in
 
 
 def cllm_env(home: Path, env: dict | None = None) -> dict:

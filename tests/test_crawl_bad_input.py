@@ -10,12 +10,13 @@ import socket
 import subprocess
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from crawlkit import CLLM, cllm_env, crawl, shard_rows
+from hostile_site import PageHandler
 
 pytestmark = pytest.mark.slow
 
@@ -82,20 +83,8 @@ LINKS = list(PAGES) + ["/busy.html", "/missing.html", "/error.html", "/loop/0", 
                        "/huge-stream.html"]
 
 
-class BadHandler(BaseHTTPRequestHandler):
+class BadHandler(PageHandler):
     hits: dict[str, list[float]] = {}  # path: when each request came
-
-    def log_message(self, *args):
-        pass
-
-    def send(self, status: int, content_type: str, body: bytes, headers: dict | None = None):
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)
 
     def redirect(self, location: str):
         self.send_response(302)

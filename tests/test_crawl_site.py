@@ -158,7 +158,8 @@ from crawler.config import CrawlConfig
 from crawler.run import crawl
 
 configure_logging("json")
-report = crawl([sys.argv[1]], sys.argv[2], CrawlConfig(delay=0, autothrottle=False),
+report = crawl([sys.argv[1]], sys.argv[2],
+               CrawlConfig(delay=0, autothrottle=False, allowed_networks="127.0.0.1/32"),
                progress=False)
 print(json.dumps(report.to_dict()))
 """

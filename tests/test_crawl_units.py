@@ -222,3 +222,36 @@ def test_the_catalog_marks_shards_consumed_all_or_nothing(tmp_path):
         assert (consumed.path, consumed.consumed_by) == (shard_dir / "part-00001.parquet", "3")
         with pytest.raises(UserError, match="shard state 'old' is unknown"):
             catalog.list_shards(state="old")
+
+
+@pytest.mark.parametrize("reason, stats, lost", [
+    ("finished", {}, ""),
+    ("closespider_pagecount", {}, ""),  # a page limit: the crawl ran to its end
+    ("shutdown", {}, ""),  # paused: nothing lost, resumed later
+    ("unknown", {}, "the crawl ended with 'unknown', not a clean finish"),
+    ("finished", {"cllm/item_errors": 2, "cllm/item_error": "KeyError: 'x'"},
+     "2 page(s) failed in the pipelines, not written (the last: KeyError: 'x'); see the log"),
+    ("finished", {"spider_exceptions/ValueError": 3},
+     "3 page(s) failed in the spider, their links not followed; see the log"),
+    ("lost", {"cllm/lost": "a shard was not written: No space left on device"},
+     "a shard was not written: No space left on device"),
+])
+def test_a_crawl_says_what_it_lost(reason, stats, lost):
+    from crawler.run import what_was_lost
+
+    assert what_was_lost(reason, stats) == lost
+
+
+def test_the_shard_writer_closes_a_shard_when_asked_mid_way(tmp_path):
+    """What the crawl's time limit does: the shard so far is committed, the next row starts
+    another."""
+    committed = []
+    writer = ShardWriter(tmp_path / "c1", 1 << 30, 1000, committed.append)
+    assert not writer.pending
+    writer.add(rows(1)[0])
+    assert writer.pending
+    writer.close()
+    assert not writer.pending and [s.rows for s in committed] == [1]
+    writer.add(rows(1, 1)[0])
+    writer.close()
+    assert [s.path.name for s in committed] == ["part-00001.parquet", "part-00002.parquet"]

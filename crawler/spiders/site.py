@@ -4,6 +4,11 @@ site's sitemap.xml; hand every HTML, plain-text or PDF page to the item pipeline
     scrapy crawl site -a seeds=http://127.0.0.1:8000/ [-a allowed_domains=a.org,b.org]
 
 (`cllm crawl` runs the same spider with locking, resume and a report; see crawler/run.py.)
+
+The spider only decides: every page and sitemap is parsed in the extraction workers
+(crawler/parsing.py, crawler/workers.py), which send back its links and its document, so the
+thread that drives the downloads never parses anything. Every URL found goes through the URL
+policy and the crawl's bounds (crawler/urls.py); each one skipped is counted by reason.
 """
 
 from __future__ import annotations
@@ -13,7 +18,6 @@ from datetime import datetime, timezone
 from urllib.parse import urljoin
 
 import scrapy
-from lxml.etree import XMLSyntaxError
 from scrapy import signals
 from scrapy.exceptions import (
     CannotResolveHostError,
@@ -22,39 +26,44 @@ from scrapy.exceptions import (
     DownloadTimeoutError,
     IgnoreRequest,
 )
-from scrapy.http import TextResponse
 from scrapy.spidermiddlewares.httperror import HttpError
-from scrapy.utils.response import get_base_url
-from scrapy.utils.sitemap import Sitemap
 
 from core.config import load
-from crawler.config import CrawlerConfig, crawl_config, new_crawl_id, scrapy_settings
+from crawler.config import CrawlConfig, CrawlerConfig, crawl_config, new_crawl_id, scrapy_settings
+from crawler.guard import Skipped
 from crawler.items import Page
+from crawler.parsing import HTML_TYPES
 from crawler.state import UrlLog
-from crawler.urls import UrlPolicy, canonical_url, domain_of
+from crawler.urls import Bounds, UrlPolicy, canonical_url, domain_of
+from crawler.workers import ThreadPool, WorkerFailed, WorkerPool
 from text.document import Document
 
-MEDIA_TYPES = {"text/html", "application/xhtml+xml", "text/plain", "application/pdf"}
+MEDIA_TYPES = HTML_TYPES | {"text/plain", "application/pdf"}
 
 
-def failure_kind(failure) -> str:
-    """A short name for why a request failed, as counted in the report."""
+def failure_stat(failure) -> str:
+    """Where a failed request is counted: `skipped/<reason>` (never sent, or refused) or
+    `error/<kind>`."""
+    if failure.check(Skipped):
+        return f"skipped/{failure.value.reason}"
     if failure.check(HttpError):
-        return f"http_{failure.value.response.status}"
+        return f"error/http_{failure.value.response.status}"
     if failure.check(DownloadConnectionRefusedError, CannotResolveHostError):
-        return "unreachable"
+        return "error/unreachable"
     if failure.check(DownloadTimeoutError):
-        return "timeout"
+        return "error/timeout"
     if failure.check(DownloadCancelledError):
-        return "too_large"  # the only cancel is DOWNLOAD_MAXSIZE's
+        return "error/too_large"  # the only cancel is DOWNLOAD_MAXSIZE's
     if failure.check(IgnoreRequest):
         message = str(failure.value)
         if "robots.txt" in message:
-            return "robots"
+            return "skipped/robots"
         if "redirections" in message:
-            return "redirect_loop"
-        return "ignored"
-    return failure.type.__name__
+            return "error/redirect_loop"
+        if "DOWNLOAD_MAXSIZE" in message:  # a compressed body inflating past the limit
+            return "error/too_large"
+        return "error/ignored"
+    return f"error/{failure.type.__name__}"
 
 
 class SiteSpider(scrapy.Spider):
@@ -70,10 +79,10 @@ class SiteSpider(scrapy.Spider):
             allowed_domains = [d for d in allowed_domains.split(",") if d]
         # Scrapy's offsite middleware reads this attribute too (for redirects).
         self.allowed_domains = allowed_domains or sorted({domain_of(s) for s in self.seeds})
-        # Links and URLs seen in this crawl: navigation repeats the same links on every page,
-        # and each is judged once (the scheduler's dupefilter still guards across resumes).
-        self.links_seen: set[tuple[str, str]] = set()
+        # URLs judged in this crawl: navigation repeats the same links on every page, and
+        # each is judged once (the scheduler's dupefilter still guards across resumes).
         self.urls_seen: set[str] = set()
+        self.sitemaps: dict[str, int] = {}  # sitemaps requested per host
 
     @classmethod
     def update_settings(cls, settings) -> None:
@@ -86,98 +95,142 @@ class SiteSpider(scrapy.Spider):
     @classmethod
     def from_crawler(cls, crawler, *args, **kwargs):
         spider = super().from_crawler(crawler, *args, **kwargs)
-        config = crawl_config(crawler.settings)
-        spider.policy = UrlPolicy.build(spider.allowed_domains, config.deny_domains, config.blocklist)
+        spider.config = config = crawl_config(crawler.settings)
+        spider.policy = UrlPolicy.of(config, spider.allowed_domains)
+        spider.bounds = Bounds(config.max_pages_per_host, config.max_queries_per_path)
         spider.url_log = UrlLog(crawler.settings["CLLM_HOME"])
-        crawler.signals.connect(spider.url_log.close, signal=signals.spider_closed)
+        spider.pool = start_pool(config)
+        crawler.signals.connect(spider.closed_, signal=signals.spider_closed)
         return spider
 
+    def closed_(self, spider, reason) -> None:
+        self.pool.close()
+        self.stat("workers_replaced", self.pool.replaced)
+        self.url_log.close()
+
+    def stat(self, key: str, count: int = 1) -> None:
+        if count:
+            self.crawler.stats.inc_value(f"cllm/{key}", count)
+
     async def start(self):
-        origins = {urljoin(seed, "/") for seed in self.seeds}
-        for origin in sorted(origins):
-            yield scrapy.Request(urljoin(origin, "/sitemap.xml"), callback=self.parse_sitemap,
-                                 errback=self.sitemap_failed)
+        for origin in sorted({urljoin(seed, "/") for seed in self.seeds}):
+            if request := self.follow_sitemap(urljoin(origin, "/sitemap.xml"), level=1):
+                yield request
         for seed in self.seeds:
+            self.urls_seen.add(seed)
+            self.bounds.take(seed)
             yield scrapy.Request(seed, callback=self.parse, errback=self.failed)
 
-    def follow(self, url: str):
-        """A request for a URL not seen before in this crawl, or None when it was seen or
-        the URL policy skips it (counted once per URL by reason)."""
+    def judge(self, url: str) -> str | None:
+        """The reason to skip a URL not seen before in this crawl; "" when it was seen."""
         if url in self.urls_seen:
-            return None
+            return ""
         self.urls_seen.add(url)
-        url = canonical_url(url)
-        reason = self.policy.reason_to_skip(url)
-        if reason is None:
+        return self.policy.reason_to_skip(url)
+
+    def follow(self, url: str, depth: int):
+        """A request for a canonical URL, or None when it was seen or is skipped (counted
+        once per URL by reason)."""
+        reason = self.judge(url)
+        if reason is None and self.config.max_depth and depth > self.config.max_depth:
+            reason = "max_depth"
+        if reason is None and (reason := self.bounds.take(url)) is None:
             return scrapy.Request(url, callback=self.parse, errback=self.failed)
-        self.crawler.stats.inc_value(f"cllm/skipped/{reason}")
+        if reason:
+            self.stat(f"skipped/{reason}")
         return None
 
-    def parse(self, response):
-        stats = self.crawler.stats
-        stats.inc_value("cllm/pages_fetched")
+    def follow_sitemap(self, url: str, level: int):
+        """A request for a sitemap `level` deep (sitemap.xml is 1, what an index names 2),
+        within the URL policy and the sitemap bounds."""
+        reason = self.judge(url)
+        host = domain_of(url)
+        if reason is None and level > self.config.max_sitemap_depth:
+            reason = "sitemap_depth"
+        if reason is None and self.sitemaps.get(host, 0) >= self.config.max_sitemaps_per_host:
+            reason = "sitemap_budget"
+        if reason is None:
+            self.sitemaps[host] = self.sitemaps.get(host, 0) + 1
+            return scrapy.Request(url, callback=self.parse_sitemap, errback=self.sitemap_failed,
+                                  meta={"sitemap_level": level})
+        if reason:
+            self.stat(f"skipped/{reason}")
+        return None
+
+    async def in_worker(self, header: dict, body: bytes) -> dict:
+        """The worker's replies as one dict; `drop` says why a page has no document."""
+        try:
+            replies = await self.pool.run(header, body)
+        except WorkerFailed as failed:
+            self.stat("workers_replaced")
+            replies = [*failed.replies, {"drop": failed.reason}]
+        reply = {k: v for r in replies for k, v in r.items()}
+        if "error" in reply:
+            self.logger.warning("parsing %s failed: %s", header["url"], reply["error"])
+            reply["drop"] = "extract_error"
+        return reply
+
+    async def parse(self, response):
+        self.stat("pages_fetched")
         media_type = (response.headers.get("Content-Type") or b"").decode("latin-1")
         media_type = media_type.split(";")[0].strip().lower()
         if media_type not in MEDIA_TYPES:
-            stats.inc_value("cllm/skipped/content_type")
+            self.stat("skipped/content_type")
             return
         url = canonical_url(response.url)
         body_sha256 = hashlib.sha256(response.body).hexdigest()
-        if self.url_log.unchanged(url, body_sha256):
-            stats.inc_value("cllm/unchanged")
-        else:
-            doc = Document(
-                url=response.url, content_type=media_type, body=response.body,
-                html=response.text if isinstance(response, TextResponse) else "",
-                content_language=(response.headers.get("Content-Language") or b"").decode("latin-1"))
-            yield Page(doc=doc, canonical_url=url, domain=domain_of(response.url),
-                       status=response.status, fetched_at=datetime.now(timezone.utc),
-                       body_sha256=body_sha256)
-        if media_type in ("text/html", "application/xhtml+xml"):
-            yield from self.follow_links(response)
-
-    def follow_links(self, response):
-        # lxml directly: parsel would wrap each of the page's hundreds of hrefs in an object.
-        hrefs = response.selector.root.xpath("//a[not(@rel='nofollow')]/@href")
-        base = get_base_url(response)
-        directory = urljoin(base, ".")
-        # Each link once, in page order, without its fragment (a place within a page).
-        for href in dict.fromkeys(h.split("#", 1)[0].strip() for h in hrefs):
-            if not href:  # this same page
-                continue
-            # A relative link means the same URL from every page of a directory, and sibling
-            # pages share most of their navigation: each is resolved and judged once.
-            key = (base if href.startswith("?") else directory, href)
-            if key in self.links_seen:
-                continue
-            if len(self.links_seen) > 500_000:  # a cache: bounded, whatever the site's size
-                self.links_seen.clear()
-            self.links_seen.add(key)
-            if (request := self.follow(urljoin(base, href))) is not None:
+        unchanged = self.url_log.unchanged(url, body_sha256)
+        if unchanged:
+            self.stat("unchanged")
+            if media_type not in HTML_TYPES:
+                return
+        reply = await self.in_worker({
+            "kind": "page", "url": response.url, "media_type": media_type, "extract": not unchanged,
+            "content_type": (response.headers.get("Content-Type") or b"").decode("latin-1"),
+            "content_language": (response.headers.get("Content-Language") or b"").decode("latin-1"),
+        }, response.body)
+        if not unchanged:
+            self.stat("extracted", int(bool(reply.get("extracted"))))
+            fields = reply.get("doc") or {}
+            yield Page(doc=Document(url=response.url, content_type=media_type, **fields),
+                       canonical_url=url, domain=domain_of(response.url), status=response.status,
+                       fetched_at=datetime.now(timezone.utc), body_sha256=body_sha256,
+                       drop="" if fields else reply.get("drop", "no_text"))
+        depth = response.meta.get("depth", 0) + 1
+        for link in reply.get("links", ()):
+            if (request := self.follow(link, depth)) is not None:
                 yield request
+        self.stat("skipped/links_per_page", reply.get("more_links", 0))
 
-    def parse_sitemap(self, response):
-        try:
-            sitemap = Sitemap(response.body)
-        except (XMLSyntaxError, StopIteration):  # not XML at all: as good as no sitemap
-            self.crawler.stats.inc_value("cllm/sitemap_missing")
+    async def parse_sitemap(self, response):
+        reply = await self.in_worker({"kind": "sitemap", "url": response.url}, response.body)
+        if not reply.get("type"):  # not XML, or it could not be read: as good as none
+            self.stat("sitemap_missing")
             return
-        for entry in sitemap:
-            # Locations should be absolute; relative ones are resolved, not dropped.
-            url = urljoin(response.url, entry["loc"])
-            if sitemap.type == "sitemapindex":
-                yield scrapy.Request(url, callback=self.parse_sitemap, errback=self.sitemap_failed)
-            elif (request := self.follow(url)) is not None:
+        level, depth = response.meta["sitemap_level"], response.meta.get("depth", 0) + 1
+        for url in reply["urls"]:
+            if reply["type"] == "sitemapindex":
+                request = self.follow_sitemap(url, level + 1)
+            else:
+                request = self.follow(url, depth)
+            if request is not None:
                 yield request
 
     def sitemap_failed(self, failure):
         # Many sites have no sitemap: not an error of the crawl.
-        self.crawler.stats.inc_value("cllm/sitemap_missing")
+        stat = failure_stat(failure)
+        self.stat(stat if stat.startswith("skipped/") else "sitemap_missing")
 
     def failed(self, failure):
-        kind = failure_kind(failure)
-        if kind == "robots":
-            self.crawler.stats.inc_value("cllm/skipped/robots")
-        else:
-            self.crawler.stats.inc_value(f"cllm/error/{kind}")
-            self.logger.info("failed %s: %s", failure.request.url, kind)
+        stat = failure_stat(failure)
+        self.stat(stat)
+        if stat.startswith("error/"):
+            self.logger.info("failed %s: %s", failure.request.url, stat[len("error/"):])
+
+
+def start_pool(config: CrawlConfig) -> WorkerPool | ThreadPool:
+    """The processes (or, with extract_workers 0, the thread) that parse pages."""
+    setup = {"crawl": config.as_dict()}
+    if config.extract_workers:
+        return WorkerPool("crawler.parsing", setup, config.extract_workers, config.extract_timeout)
+    return ThreadPool("crawler.parsing", setup)

@@ -1,0 +1,122 @@
+"""What the crawl's worker processes do with a fetched page (the task of crawler/workers.py):
+everything that parses it, so that the thread driving the downloads never does.
+
+- a page: its body decoded (the BOM, Content-Type or <meta> charset, as Scrapy decodes;
+  UTF-16 and UTF-32 included), its links (and a <meta> refresh) as canonical URLs, at most
+  `max_links_per_page`, sent first; then, unless the page is unchanged since the last crawl,
+  the extraction step and the quality filters (the stateless text steps): a document or the
+  reason it was dropped. Dedup needs every document of the crawl and stays in the crawl.
+- a sitemap: its type and locations.
+
+A page that makes a step raise is the worker's `error` reply (crawler/workers.py): the
+crawl drops it as `extract_error` and the worker goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from urllib.parse import urljoin
+
+import lxml.etree
+from scrapy.http import TextResponse
+from scrapy.utils.response import get_base_url, get_meta_refresh
+from scrapy.utils.sitemap import Sitemap
+
+from crawler.config import CrawlConfig
+from crawler.steps import quality_steps
+from crawler.urls import canonical_url
+from text.document import Document, Drop
+from text.extract import Extract, cap_attributes
+
+HTML_TYPES = {"text/html", "application/xhtml+xml"}
+_LINKS = lxml.etree.XPath("//a[not(contains(concat(' ', normalize-space(@rel), ' '), "
+                          "' nofollow '))]/@href")
+_MAX_REFRESH_DELAY = 100  # seconds: Scrapy's METAREFRESH_MAXDELAY; longer is not a redirect
+
+
+def start(setup: dict) -> Callable[[dict, bytes], Iterator[dict]]:
+    """The handler for this worker's jobs, from the crawl's `[crawl]` settings."""
+    config = CrawlConfig(**setup["crawl"])
+    extract, quality = Extract(), quality_steps(config)
+
+    def handle(header: dict, body: bytes) -> Iterator[dict]:
+        if header["kind"] == "sitemap":
+            yield sitemap(body, header["url"])
+            return
+        response, body = decoded(header, body)
+        if header["media_type"] in HTML_TYPES:
+            yield links(response, config.max_links_per_page)
+        if header["extract"]:
+            yield document(header, body, response, extract, quality)
+
+    return handle
+
+
+def decoded(header: dict, body: bytes) -> tuple[TextResponse | None, bytes]:
+    """The page as Scrapy decodes it, and the body the text steps get: a UTF-16 or UTF-32
+    body re-encoded as UTF-8 (its NUL bytes would read as binary). PDF stays bytes."""
+    if header["media_type"] == "application/pdf":
+        return None, body
+    response = TextResponse(header["url"], headers={"Content-Type": header["content_type"]},
+                            body=body)
+    if response.encoding.replace("_", "-").lower().startswith(("utf-16", "utf-32")):
+        body = response.text.encode("utf-8")
+    return response, body
+
+
+def links(response: TextResponse, limit: int) -> dict:
+    """The page's links in page order, each once, canonical (no fragment): the first
+    `limit`, and how many more there were."""
+    urls: dict[str, None] = {}
+    delay, refresh = get_meta_refresh(response)
+    if refresh and delay is not None and delay <= _MAX_REFRESH_DELAY:
+        urls[canonical_url(refresh)] = None
+    # libxml2 compares each attribute of a tag with the others: thousands in one tag would
+    # take it minutes (text/extract.py `cap_attributes`)
+    root = lxml.etree.HTML(cap_attributes(response.text).encode("utf-8"),
+                           lxml.etree.HTMLParser(recover=True, encoding="utf-8"))
+    base = get_base_url(response)
+    for href in _LINKS(root) if root is not None else ():
+        href = href.split("#", 1)[0].strip()
+        if href:  # "" or "#...": this same page
+            try:
+                urls[canonical_url(urljoin(base, href))] = None
+            except ValueError:  # a malformed URL (a bad IPv6 literal, a bad port)
+                continue
+    found = list(urls)
+    return {"links": found[:limit], "more_links": max(0, len(found) - limit)}
+
+
+def document(header: dict, body: bytes, response: TextResponse | None, extract: Extract,
+             quality: list) -> dict:
+    """The extracted document's fields, or the reason it is dropped; `extracted` tells
+    whether extraction itself found text."""
+    doc = Document(url=header["url"], content_type=header["media_type"], body=body,
+                   html=response.text if response is not None else "",
+                   content_language=header["content_language"])
+    extracted = False
+    try:
+        doc = extract(doc)
+        extracted = True
+        for step in quality:
+            doc = step(doc)
+    except Drop as drop:
+        return {"drop": drop.reason, "extracted": extracted}
+    return {"extracted": True, "doc": {"title": doc.title, "text": doc.text,
+                                       "language": doc.language, "doc_id": doc.doc_id}}
+
+
+def sitemap(body: bytes, url: str) -> dict:
+    """{"type": urlset or sitemapindex, "urls": [...]}, or type None when it is not XML."""
+    try:
+        parsed = Sitemap(body)
+        urls = {}
+        for entry in parsed:
+            # Locations should be absolute; relative ones are resolved, not dropped.
+            try:
+                urls[canonical_url(urljoin(url, entry["loc"]))] = None
+            except ValueError:
+                continue
+    except (lxml.etree.XMLSyntaxError, StopIteration):  # not XML at all: no sitemap
+        return {"type": None, "urls": []}
+    return {"type": parsed.type, "urls": list(urls)}
