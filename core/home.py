@@ -11,6 +11,7 @@ nowhere else.
     mlflow.db, mlartifacts/                the MLflow registry on SQLite (pipeline/registry.py)
     registry/<name>/<version>/             versions pulled from the registry
     update.lock                            one training of the catalog at a time
+    mpi/                                   MPI jobs' scratch folders (shared across hosts)
     work/<plan>/                           a continuous-learning step's plan, checkpoint,
                                            live progress and evaluation (pipeline/)
     training/<plan>/                       the live progress of registered trainings
@@ -49,6 +50,7 @@ class Home:
     mlflow_db = _Under("mlflow.db")
     mlartifacts = _Under("mlartifacts")
     update_lock = _Under("update.lock")
+    mpi = _Under("mpi")
     work = _Under("work")
     training = _Under("training")
     # services

@@ -57,6 +57,16 @@ class TrainConfig:
     # seconds a worker waits in a step's reduction for the others before the job is stopped
     # as hung (it covers the root's evaluation and checkpoint); 0: no limit
     step_timeout: float = 600.0
+    # hosts to train on, a comma list ("h1,h2"): mpiexec starts workers/len(hosts) workers on
+    # each, one level-1 group per host; "" for this machine only
+    hosts: str = ""
+    # how mpiexec reaches a host: a program called like ssh (PROGRAM [-x] HOST COMMAND), as
+    # hydra's -launcher-exec; "" for ssh
+    launcher_exec: str = ""
+
+    @property
+    def host_list(self) -> list[str]:
+        return [h.strip() for h in self.hosts.split(",")] if self.hosts.strip() else []
 
     def validate(self) -> None:
         positive = ["steps", "batch_size", "seq_len", "eval_every", "eval_batches",
@@ -75,3 +85,7 @@ class TrainConfig:
             raise UserError(f"step_timeout={self.step_timeout} must be 0 (no limit) or more")
         if self.data_parts < 0:
             raise UserError(f"data_parts={self.data_parts} must be 0 (one per group) or more")
+        hosts = self.host_list
+        if any(not h or " " in h for h in hosts) or len(set(hosts)) < len(hosts):
+            raise UserError(f"hosts={self.hosts!r} must be distinct host names separated by "
+                            "commas, such as h1,h2")

@@ -3,7 +3,18 @@ the `mpich` wheel installs, and says in one line why the job ended; `run_rank` r
 so that any rank's failure ends the whole job instead of leaving the others blocked.
 
 The launcher and its ranks share a scratch folder ($CRYSTALLINE_MPI_RUN_DIR): each rank
-writes its pid there (to name a rank that was killed) and, when it fails, why.
+writes its pid there (to name a rank that was killed) and, when it fails, why. Across hosts
+that folder must be on the filesystem they share (`launch(..., run_root=...)`).
+
+Several hosts (`launch(..., hosts=[...])`): mpiexec (MPICH's hydra) starts one proxy a host,
+through ssh by default or through `launcher_exec` (hydra's `-launcher-exec`: a program called
+like ssh, `PROGRAM -x HOST COMMAND`, COMMAND one shell string), except on a host that is the
+one mpiexec runs on, which it forks directly. Each proxy connects back to mpiexec's control
+port (`--control-port H:P`, H the host list's entry for mpiexec's own host where there is one,
+else its hostname), so every host must reach the one that runs `cllm train`: run it on one of
+the hosts. `-ppn` places consecutive ranks on each
+host (ranks 0..k-1 on the first), which is what makes `--group-size k` one group per host.
+The same Python (sys.executable), command line and working directory run on every host.
 """
 
 from __future__ import annotations
@@ -99,9 +110,11 @@ def run_rank(group_size: int | None, work, step_timeout: float = 0) -> int:
 # --- launching --------------------------------------------------------------------------
 
 # What MPICH's mpiexec (hydra) prints when a rank dies; the launcher says it in one line.
+# With several hosts the proxies that are torn down say so too ("[proxy:0@host] ...").
 HYDRA_NOISE = re.compile(
     r"^(=+|=\s.*|YOUR APPLICATION TERMINATED.*|This typically refers to a problem.*"
-    r"|Please see the FAQ page.*|\[mpiexec@.*|Abort\(\d+\) on node .*|\s*)$"
+    r"|Please see the FAQ page.*|\[mpiexec@.*|\[proxy:[^\]]*\].*|Abort\(\d+\) on node .*"
+    r"|\s*)$"
 )
 
 
@@ -123,9 +136,14 @@ def _forward(stream, sink, noise: list) -> None:
 
 
 def launch(module: str, argv: list[str], workers: int, threads: int,
-           env: dict | None = None) -> tuple[int, str | None]:
+           env: dict | None = None, hosts: list[str] | None = None,
+           launcher_exec: str | None = None,
+           run_root: Path | None = None) -> tuple[int, str | None]:
     """Run `python -m <module> <argv>` as `workers` MPI ranks, `threads` threads each, and wait.
 
+    With `hosts`, workers/len(hosts) consecutive ranks on each host, started through
+    `launcher_exec` (default: ssh); `run_root` is where the scratch folder goes (on a
+    filesystem every host sees; default the system's temporary folder).
     Returns (exit status, one-line message or None). Ctrl-C and SIGTERM are passed to mpiexec,
     which passes them to every rank: the ranks finish the step, the root checkpoints.
     """
@@ -133,12 +151,23 @@ def launch(module: str, argv: list[str], workers: int, threads: int,
     if not mpiexec.exists():
         raise UserError(f"{mpiexec} not found: install the MPI runtime (pip install mpich) "
                         "or train with --workers 1")
+    hosts = list(hosts or [])
+    if hosts and workers % len(hosts):
+        raise UserError(f"--workers {workers} is not a multiple of the {len(hosts)} hosts: "
+                        "every host runs the same number of workers")
     threads_env = {name: str(threads) for name in
                    ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "NUMBA_NUM_THREADS")}
-    with tempfile.TemporaryDirectory(prefix="cllm-mpi-") as run_dir:
+    placement = []
+    if hosts:
+        placement = ["-hosts", ",".join(hosts), "-ppn", str(workers // len(hosts))]
+        placement += ["-launcher-exec", launcher_exec] if launcher_exec else []
+    if run_root is not None:
+        run_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="cllm-mpi-", dir=run_root) as run_dir:
         env = os.environ | threads_env | (env or {}) | {RUN_DIR_ENV: run_dir}
-        command = [str(mpiexec), "-n", str(workers), sys.executable, "-m", module, *argv]
+        command = [str(mpiexec), *placement, "-n", str(workers), sys.executable, "-m", module,
+                   *argv]
         # its own session: a Ctrl-C on the terminal reaches mpiexec once, through us
         proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, start_new_session=True, preexec_fn=_die_with_parent)
@@ -156,11 +185,13 @@ def launch(module: str, argv: list[str], workers: int, threads: int,
                 signal.signal(sig, handler)
             for pump in pumps:
                 pump.join()
-        return explain(status, Path(run_dir), noise)
+        return explain(status, Path(run_dir), noise, hosts, workers // max(1, len(hosts)))
 
 
-def explain(status: int, run_dir: Path, noise: list[str]) -> tuple[int, str | None]:
-    """The job's exit status and its one-line reason, from what the ranks left behind."""
+def explain(status: int, run_dir: Path, noise: list[str], hosts: list[str] | None = None,
+            per_host: int = 0) -> tuple[int, str | None]:
+    """The job's exit status and its one-line reason, from what the ranks left behind (and,
+    with several `hosts` of `per_host` ranks each, where mpiexec says the dead one ran)."""
     if status == 0:
         return 0, None
     reports = sorted((json.loads(p.read_text()) for p in run_dir.glob("rank-*.json")),
@@ -174,27 +205,36 @@ def explain(status: int, run_dir: Path, noise: list[str]) -> tuple[int, str | No
     # no rank failed of itself: one was killed (SIGKILL, the out-of-memory killer, a crash in
     # C), and ranks that were waiting on it may have reported the broken communication
     hydra = "".join(noise)
-    pid = re.search(r"PID (\d+) RUNNING AT", hydra)
-    pids = {int(p.read_text()): int(p.stem.split("-")[1]) for p in run_dir.glob("rank-*.pid")}
+    pid = re.search(r"PID (\d+) RUNNING AT (\S+)", hydra)
+    pid_of = {int(p.stem.split("-")[1]): int(p.read_text()) for p in run_dir.glob("rank-*.pid")}
     if not pid:  # a rank that saw the death aborted first, so mpiexec names no one
-        silent = sorted(set(pids.values()) - {r["rank"] for r in reports})
+        silent = sorted(set(pid_of) - {r["rank"] for r in reports})
         if reports and silent:
             rank = silent[0]
-            pid_of = {r: p for p, r in pids.items()}
             return EXIT_WORKER_FAILED, (
                 f"worker rank {rank} (pid {pid_of[rank]}) died without a word (killed by a "
                 "signal such as SIGKILL, out of memory, or a crash in C); the job was stopped")
         for r in reports:  # kind "mpi"
             return EXIT_WORKER_FAILED, f"worker rank {r['rank']} failed: {r['message']}"
         return EXIT_WORKER_FAILED, f"the MPI job ended with status {status}"
-    rank = pids.get(int(pid.group(1)))
-    who = f"worker rank {rank}" if rank is not None else "a worker"
+    number, host = int(pid.group(1)), pid.group(2)
+    ranks = [r for r, p in sorted(pid_of.items()) if p == number]
+    if len(ranks) > 1 and hosts and host in hosts:  # the same pid on two hosts
+        ranks = [r for r in ranks if r // per_host == hosts.index(host)] or ranks
+    who = f"worker rank {ranks[0]}" if ranks else "a worker"
     killed = re.search(r"\(signal (\d+)\)", hydra)
+    code = re.search(r"EXIT CODE: (\d+)", hydra)
+    signals = {s.value for s in signal.Signals}
+    if not killed and hosts and len(hosts) > 1 and code and int(code.group(1)) in signals \
+            and not any(r["rank"] in ranks for r in reports):
+        # with several proxies, hydra's banner gives only "EXIT CODE: 9" for a rank killed
+        # by signal 9 (one proxy adds "Killed (signal 9)"); our ranks never exit non-zero
+        # without a report, so a silent one with a signal's number was killed by it
+        killed = code
     if killed:
-        number = int(killed.group(1))
-        how = f"was killed by signal {number} ({signal.Signals(number).name}"
-        how += ": killed, or out of memory)" if number == signal.SIGKILL else ")"
+        sig = int(killed.group(1))
+        how = f"was killed by signal {sig} ({signal.Signals(sig).name}"
+        how += ": killed, or out of memory)" if sig == signal.SIGKILL else ")"
     else:
-        code = re.search(r"EXIT CODE: (\d+)", hydra)
         how = f"exited with status {code.group(1) if code else '?'}"
-    return EXIT_WORKER_FAILED, f"{who} (pid {pid.group(1)}) {how}; the job was stopped"
+    return EXIT_WORKER_FAILED, f"{who} (pid {number}) {how}; the job was stopped"
