@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import structlog
+
 from core.catalog import Catalog
 from core.home import Home
 from crawler.jobs import unfinished
@@ -13,6 +15,7 @@ from crawler.report import read_reports
 from engine import progress
 from pipeline.registry import Registry
 
+log = structlog.get_logger()
 MAX_POINTS = 1500  # of a loss curve sent to the page: enough for its width
 MAX_CRAWLS = 100
 
@@ -105,6 +108,27 @@ class Pipeline:
                  "val_loss_old": _number(v.tags.get("val_loss_old")),
                  "tokens_seen": _number(v.tags.get("tokens_seen")),
                  "gate": v.tags.get("gate", ""), "run_id": v.run_id} for v in versions]
+
+    def warm_up(self) -> None:
+        """Open the registry (MLflow's import, its store) ahead of the first request."""
+        try:
+            self.versions()
+        except Exception as e:  # the page reports what the registry says, when asked
+            log.warning("registry_warm_up_failed", error=str(e)[:300])
+
+    def lineage(self, version: str) -> dict:
+        """What a version learned from, parent by parent (pipeline/lineage.py)."""
+        from pipeline.lineage import format_lineage, lineage
+
+        with self.lock:
+            chain = lineage(self.registry, f"{self.registry.name}/{version}")
+        return {"chain": chain, "text": format_lineage(chain)}
+
+    def history(self) -> list[dict]:
+        if not self.home.mlflow_db.exists() and self.registry.uri.startswith("sqlite"):
+            return []
+        with self.lock:
+            return self.registry.history()
 
     def promote(self, version: str) -> dict:
         with self.lock:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
@@ -54,6 +55,8 @@ def create_app(config: AppConfig, config_file: str | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # MLflow takes seconds to import and open: do it now, not when the Models tab asks
+        threading.Thread(target=pipeline.warm_up, daemon=True).start()
         yield
         jobs.stop_all()  # a training checkpoints and exits 130: resumable
 
@@ -130,6 +133,17 @@ def create_app(config: AppConfig, config_file: str | None = None) -> FastAPI:
             return pipeline.resolve(ref)
         except UserError as e:
             raise HTTPException(404, str(e)) from None
+
+    @app.get("/api/models/history")
+    def history():
+        return {"moves": pipeline.history()}
+
+    @app.get("/api/models/{version}/lineage")
+    def model_lineage(version: str):
+        if not version.isdigit() or len(version) > 9:
+            raise HTTPException(422, "version: a version number")
+        registered(version)
+        return pipeline.lineage(version)
 
     @app.post("/api/models/promote")
     def promote(body: PromoteRequest):

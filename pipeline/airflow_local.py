@@ -235,48 +235,67 @@ def exit_on_signals() -> None:
         signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
 
 
-def mlflow_ui(home: Path, port: int) -> subprocess.Popen:
-    """The MLflow UI on the registry of the home, on 127.0.0.1."""
-    return subprocess.Popen([str(BIN / "mlflow"), "ui", "--host", "127.0.0.1", "--port",
-                             str(port), "--backend-store-uri",
-                             f"sqlite:///{Home(home).mlflow_db}"],
-                            start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+def serve_until_interrupted(service, what: str) -> int:
+    """Start `service` (its start, describe, wait and stop), say what it is, and run it until
+    Ctrl-C, SIGTERM or a closed terminal, which stop everything it started."""
+    exit_on_signals()
+    print(f"starting {what} ...", flush=True)
+    try:
+        service.start()
+        print(service.describe() + "\nCtrl-C stops everything.", flush=True)
+        service.wait()
+    except KeyboardInterrupt:
+        pass
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        service.stop()
+    return 0
+
+
+def configured_home() -> Path:
+    """The home the configuration names (`CLLM_CONFIG`, ./cllm.toml, `CLLM_HOME`)."""
+    from pipeline.config import load_config
+
+    try:
+        return load_config().home
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+class WithMLflowUI(Standalone):
+    """`make airflow`: standalone, and the MLflow UI on the home's registry beside it."""
+
+    def __init__(self, home: Path, port: int, mlflow_port: int):
+        super().__init__(home, port)
+        self.mlflow_port = free_port(mlflow_port)
+
+    def start(self, timeout: float = 300) -> WithMLflowUI:
+        self.processes["mlflow-ui"] = subprocess.Popen(
+            [str(BIN / "mlflow"), "ui", "--host", "127.0.0.1", "--port", str(self.mlflow_port),
+             "--backend-store-uri", f"sqlite:///{self.home.mlflow_db}"],
+            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        super().start(timeout)
+        self.wait_for_dags(["crawl", "continuous_training", "nightly_retrain"])
+        return self
+
+    def describe(self) -> str:
+        return (f"Airflow:  {self.url}  (login: admin / {self.password})\n"
+                f"MLflow:   http://127.0.0.1:{self.mlflow_port}\n"
+                "DAGs crawl, continuous_training and nightly_retrain are active on CLLM_HOME "
+                f"{self.home}.")
 
 
 def main() -> int:
     """`make airflow`: Airflow and the MLflow UI on the pipeline's home until Ctrl-C."""
-    from pipeline.config import load_config
-
     parser = argparse.ArgumentParser(description="the real Airflow and the MLflow UI, locally")
     parser.add_argument("--port", type=int, default=8080, help="Airflow's (default 8080)")
     parser.add_argument("--mlflow-port", type=int, default=5000, help="MLflow's (default 5000)")
     args = parser.parse_args()
-    try:
-        home = load_config().home
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    exit_on_signals()
-    airflow = Standalone(home, args.port)
-    mlflow_port = free_port(args.mlflow_port)
-    print(f"starting Airflow on {airflow.home.airflow} (log: {airflow.log_path}) ...", flush=True)
-    mlflow = mlflow_ui(home, mlflow_port)
-    try:
-        airflow.start()
-        airflow.wait_for_dags(["crawl", "continuous_training", "nightly_retrain"])
-        print(f"Airflow:  {airflow.url}  (login: admin / {airflow.password})\n"
-              f"MLflow:   http://127.0.0.1:{mlflow_port}\n"
-              f"DAGs crawl, continuous_training and nightly_retrain are active on CLLM_HOME "
-              f"{home}.\nCtrl-C stops both.", flush=True)
-        airflow.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        airflow.stop()
-        os.killpg(mlflow.pid, signal.SIGTERM)
-        mlflow.wait()
-    return 0
+    airflow = WithMLflowUI(configured_home(), args.port, args.mlflow_port)
+    return serve_until_interrupted(airflow, f"Airflow on {airflow.home.airflow}")
 
 
 if __name__ == "__main__":

@@ -20,9 +20,8 @@ import os
 import sys
 from pathlib import Path
 
-from core.errors import UserError
 from core.home import Home
-from pipeline.airflow_local import Celery, exit_on_signals
+from pipeline.airflow_local import Celery, configured_home, serve_until_interrupted
 from pipeline.services import MLflowServer, Postgres, Redis
 
 DAGS = ["crawl", "continuous_training", "nightly_retrain"]
@@ -52,6 +51,9 @@ class Cluster:
         self.airflow.wait_for_dags(DAGS)
         return self
 
+    def wait(self) -> None:
+        self.airflow.wait()
+
     def stop(self) -> None:
         for service in (self.airflow, self.mlflow, self.redis, self.postgres):
             service.stop()
@@ -70,32 +72,12 @@ class Cluster:
 
 
 def main() -> int:
-    from pipeline.config import load_config
-
     parser = argparse.ArgumentParser(description="PostgreSQL, Redis, Airflow on Celery and "
                                      "an MLflow server with auth, on this machine")
     parser.add_argument("--port", type=int, default=8080, help="Airflow's (default 8080)")
     args = parser.parse_args()
-    try:
-        home = load_config().home
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    exit_on_signals()
-    cluster = Cluster(home, args.port)
-    print(f"starting the cluster on {Home(home).cluster} ...", flush=True)
-    try:
-        cluster.start()
-        print(cluster.describe() + "\nCtrl-C stops everything.", flush=True)
-        cluster.airflow.wait()
-    except KeyboardInterrupt:
-        pass
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        cluster.stop()
-    return 0
+    cluster = Cluster(configured_home(), args.port)
+    return serve_until_interrupted(cluster, f"the cluster on {cluster.home.cluster}")
 
 
 if __name__ == "__main__":

@@ -223,7 +223,7 @@ def test_models_tab_shows_versions_and_promote_moves_champion(world, page):
     assert registry.champion() == "1"  # version 2 has its own tokenizer: promoted by hand
     open_tab(page, world, "models")
     rows = page.locator("#model-table tbody tr")
-    expect(rows).to_have_count(2)
+    expect(rows).to_have_count(2, timeout=30_000)  # the registry's first answer takes seconds
     v1, v2 = registry.versions()
     aliases = [rows.nth(i).locator("td").nth(1) for i in range(2)]
     expect(aliases[0]).to_have_text("champion")
@@ -242,6 +242,18 @@ def test_models_tab_shows_versions_and_promote_moves_champion(world, page):
     page.click("#rollback")  # version 2 has no parent: refused, nothing moves
     expect(page.locator("#models-status")).to_contain_text("has no parent version")
     assert registry.champion() == "2"
+
+    # the lineage of a version, and every move of champion, newest first
+    rows.nth(0).get_by_role("button", name="Lineage").click()
+    lineage = page.locator("#model-lineage")
+    expect(lineage).to_contain_text("cllm/1: scratch, learned 1 shard(s)")
+    expect(lineage).to_contain_text(f"crawl {world['crawls'][0]['crawl_id']}: seeds "
+                                    f"{world['site'].url}")
+    expect(lineage).to_contain_text("127.0.0.1 (")
+    moves = page.locator("#alias-history tbody tr")
+    expect(moves).to_have_count(2)
+    expect(moves.nth(0)).to_contain_text("promote (web application)")
+    expect(moves.nth(1)).to_contain_text("gate passed: first version")
     shot(page, "models")
 
 

@@ -207,10 +207,23 @@ async function refreshModels() {
     const shards = document.createElement("span");
     shards.textContent = v.shards.length;
     shards.title = v.shards.join("\n");
+    const lineage = document.createElement("button");
+    lineage.textContent = "Lineage";
+    lineage.dataset.lineage = v.version;
+    lineage.addEventListener("click", () => showLineage(v.version));
     return [v.ref, v.aliases.join(", ") || "-", v.parent || "-", shards, v.val_loss_new,
-      v.val_loss_old, v.tokens_seen, v.gate || "-", button];
+      v.val_loss_old, v.tokens_seen, v.gate || "-", button, lineage];
   });
   refreshModelChoices(data);
+  const history = await getJSON("/api/models/history");
+  fillTable("alias-history", history.moves.slice().reverse(), (m) => [
+    new Date(m.when * 1000).toISOString().slice(0, 19).replace("T", " "), m.alias,
+    m.from || "-", m.to, m.reason, m.who]);
+}
+
+async function showLineage(version) {
+  try { show("model-lineage", (await getJSON(`/api/models/${version}/lineage`)).text); }
+  catch (e) { show("model-lineage", e.message, true); }
 }
 
 async function modelAction(path, body) {
