@@ -91,6 +91,15 @@ class Solo(Topology):
         return [param_checksum(params)]
 
 
+def arrivals(run_dir: Path) -> dict[int, int]:
+    """rank -> the last step whose reduction it arrived at (-1: none yet), from `run_dir`."""
+    arrived = {}
+    for path in run_dir.glob("rank-*.step"):
+        text = path.read_text().strip()
+        arrived[int(path.name.split("-")[1].split(".")[0])] = int(text) if text else -1
+    return arrived
+
+
 class World(Topology):
     """One rank of an MPI job (see the module docstring for the topology).
 
@@ -159,10 +168,7 @@ class World(Topology):
                  f"(step_timeout {self.step_timeout:g} s)"
         if self.run_dir is None:
             return f"rank {self.rank} {waited}: another rank hangs; the job was stopped"
-        arrived = {}
-        for path in self.run_dir.glob("rank-*.step"):
-            text = path.read_text().strip()
-            arrived[int(path.name.split("-")[1].split(".")[0])] = int(text) if text else -1
+        arrived = arrivals(self.run_dir)
         late = sorted(r for r in range(self.size) if arrived.get(r, -1) < step)
         who = ", ".join(map(str, late)) or "?"
         return (f"worker rank{'s' if len(late) > 1 else ''} {who} never arrived at step {step}: "

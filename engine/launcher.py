@@ -32,7 +32,7 @@ from pathlib import Path
 
 from core.errors import UserError
 from core.files import write_json, write_text
-from engine.distributed import Stopped, World
+from engine.distributed import Stopped, World, arrivals
 
 RUN_DIR_ENV = "CRYSTALLINE_MPI_RUN_DIR"
 EXIT_WORKER_FAILED = 3  # a rank died or raised; 2 stays "bad input", 130 "interrupted"
@@ -188,6 +188,14 @@ def launch(module: str, argv: list[str], workers: int, threads: int,
         return explain(status, Path(run_dir), noise, hosts, workers // max(1, len(hosts)))
 
 
+def suspects(run_dir: Path, silent: set[int]) -> list[int]:
+    """Of the ranks that said nothing, those that had not arrived at the latest step's
+    reduction (`arrivals`) while others waited in it; if none is behind, all of them."""
+    arrived = arrivals(run_dir)
+    latest = max(arrived.values(), default=-1)
+    return sorted(r for r in silent if arrived.get(r, -1) < latest) or sorted(silent)
+
+
 def explain(status: int, run_dir: Path, noise: list[str], hosts: list[str] | None = None,
             per_host: int = 0) -> tuple[int, str | None]:
     """The job's exit status and its one-line reason, from what the ranks left behind (and,
@@ -208,12 +216,14 @@ def explain(status: int, run_dir: Path, noise: list[str], hosts: list[str] | Non
     pid = re.search(r"PID (\d+) RUNNING AT (\S+)", hydra)
     pid_of = {int(p.stem.split("-")[1]): int(p.read_text()) for p in run_dir.glob("rank-*.pid")}
     if not pid:  # a rank that saw the death aborted first, so mpiexec names no one
-        silent = sorted(set(pid_of) - {r["rank"] for r in reports})
+        silent = suspects(run_dir, set(pid_of) - {r["rank"] for r in reports})
         if reports and silent:
-            rank = silent[0]
+            who = ", ".join(f"{rank} (pid {pid_of[rank]})" for rank in silent)
+            who = f"worker rank {who}" if len(silent) == 1 else \
+                f"one of worker ranks {who}"  # the others were killed silently after it
             return EXIT_WORKER_FAILED, (
-                f"worker rank {rank} (pid {pid_of[rank]}) died without a word (killed by a "
-                "signal such as SIGKILL, out of memory, or a crash in C); the job was stopped")
+                f"{who} died without a word (killed by a signal such as SIGKILL, out of "
+                "memory, or a crash in C); the job was stopped")
         for r in reports:  # kind "mpi"
             return EXIT_WORKER_FAILED, f"worker rank {r['rank']} failed: {r['message']}"
         return EXIT_WORKER_FAILED, f"the MPI job ended with status {status}"

@@ -189,15 +189,19 @@ class TaskTimeout(Exception):
     """What Airflow raises in a task that runs past its execution_timeout."""
 
 
-def stopped_crawl_task(home: Path, after: float, during=None, **run_args) -> None:
+def stopped_crawl_task(monkeypatch, home: Path, after: float, during=None,
+                       **run_args) -> None:
     """The crawl task on the demo site, stopped `after` seconds as Airflow stops a task (an
-    exception in its thread); `during(seconds_in)` is called every tenth of a second first."""
+    exception in its thread); `during(seconds_in)` is called every tenth of a second first.
+    The settings are in the environment, as for a task: the crawl's subprocess inherits it."""
     from pipeline.airflow_tasks import run_crawl
     from pipeline.config import load_config
 
     server = SiteServer([SITE])
-    config = load_config(environ=FAST | {"CLLM_HOME": str(home), "CLLM_CRAWL_DELAY": "0.3",
-                                        "CLLM_CRAWL_EXTRACT_WORKERS": "0"})
+    for name, value in (FAST | {"CLLM_HOME": str(home), "CLLM_CRAWL_DELAY": "0.3",
+                                "CLLM_CRAWL_EXTRACT_WORKERS": "0"}).items():
+        monkeypatch.setenv(name, value)
+    config = load_config()
     started = time.monotonic()
 
     def stop(signum, frame):
@@ -225,18 +229,18 @@ def assert_crawl_lock_free(home: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_crawl_task_stopped_midway_leaves_a_paused_crawl_for_the_retry(tmp_path):
+def test_a_crawl_task_stopped_midway_leaves_a_paused_crawl_for_the_retry(tmp_path, monkeypatch):
     """The crawl task's subprocess is paused (not orphaned, not killed) when the task is
     stopped, so the crawl lock is free and the retry resumes the same crawl."""
     home = tmp_path / "home"
-    stopped_crawl_task(home, after=4)
+    stopped_crawl_task(monkeypatch, home, after=4)
     (job,) = [json.loads(p.read_text()) for p in home.glob("crawl/jobs/*/job.json")]
     assert job["status"] == "paused"
     assert_crawl_lock_free(home)
 
 
 @pytest.mark.slow
-def test_a_crawl_that_will_not_stop_is_killed_with_all_it_started(tmp_path):
+def test_a_crawl_that_will_not_stop_is_killed_with_all_it_started(tmp_path, monkeypatch):
     """A crawl that ignores SIGINT and SIGTERM (here: stopped with SIGSTOP, so every signal
     but SIGKILL waits) is killed after the grace periods, its whole process group with it:
     no process is left and the crawl lock is free for the next try."""
@@ -249,7 +253,7 @@ def test_a_crawl_that_will_not_stop_is_killed_with_all_it_started(tmp_path):
                 os.kill(pid, signal.SIGSTOP)
             frozen.append(True)
 
-    stopped_crawl_task(home, after=4, during=freeze, grace=1)
+    stopped_crawl_task(monkeypatch, home, after=4, during=freeze, grace=1)
     assert frozen
     assert job_processes(home) == {}
     assert_crawl_lock_free(home)

@@ -7,6 +7,7 @@ links (`Hosts.mpi_env`); the home is on this machine's disk, which every host se
 """
 
 import os
+import re
 import signal
 import subprocess
 
@@ -83,7 +84,10 @@ def test_a_killed_worker_on_the_second_host_ends_the_job_with_its_line(home, hos
     _, err = proc.communicate(timeout=60)  # the whole job ends within a minute of the kill
     assert proc.returncode == 3, err[-3000:]
     last = err.strip().splitlines()[-1]
-    assert last.startswith(f"cllm train: error: worker rank 3 (pid {rank3})"), last
+    # mpiexec names the dead pid, or (when a rank that saw the death aborted first) the ranks
+    # that said nothing and had not arrived where the others waited are the suspects
+    assert re.match(rf"cllm train: error: (worker rank|one of worker ranks [\d (pid),]*) 3 "
+                    rf"\(pid {rank3}\)", last), last
     assert "SIGKILL" in last, last
     assert "BAD TERMINATION" not in err and "[proxy:" not in err, err[-3000:]
     assert_nothing_left(home)
@@ -117,3 +121,22 @@ def test_the_same_pid_on_two_hosts_names_the_rank_where_mpiexec_saw_it_die(tmp_p
     status, message = explain(255, tmp_path, banner, ["hosta", "hostb"], 2)
     assert status == 3
     assert message.startswith("worker rank 3 (pid 4242) was killed by signal 9 (SIGKILL"), message
+
+
+def test_without_mpiexecs_word_the_silent_rank_that_never_arrived_is_named(tmp_path):
+    """A rank that saw the death aborted first: mpiexec names no pid. The ranks that reported
+    an MPI error are not the dead one; of the silent ones, the one behind the others is."""
+    from engine.launcher import explain
+
+    for rank, step in enumerate([7, 7, 7, 6]):
+        (tmp_path / f"rank-{rank}.pid").write_text(str(100 + rank))
+        (tmp_path / f"rank-{rank}.step").write_text(f"{step:<12}")
+    (tmp_path / "rank-2.json").write_text(
+        '{"rank": 2, "kind": "mpi", "message": "Exception: MPI_ERR_OTHER"}')
+    status, message = explain(255, tmp_path, ["Abort(3) on node 2\n"], ["a", "b"], 2)
+    assert status == 3
+    assert message.startswith("worker rank 3 (pid 103) died without a word"), message
+    (tmp_path / "rank-3.step").write_text(f"{7:<12}")  # killed inside the reduction
+    status, message = explain(255, tmp_path, [], ["a", "b"], 2)
+    assert message.startswith("one of worker ranks 0 (pid 100), 1 (pid 101), 3 (pid 103) "
+                              "died without a word"), message
