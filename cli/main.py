@@ -11,7 +11,7 @@ import sys
 
 from app.config import load_app_config
 from cli import crawl, generate, models, serve, tokenize, train, ui, update
-from core.errors import Unavailable, UserError
+from core.errors import Unavailable, UserError, WorkerFailed
 from core.files import storage_problem
 from core.log import configure_logging
 
@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, Unavailable) as e:
         print(f"cllm {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except WorkerFailed as e:
+        print(f"cllm {args.command}: error: {e}", file=sys.stderr)
+        return 3
     except OSError as e:
         if (problem := storage_problem(e)) is None:
             raise

@@ -14,7 +14,7 @@ from core.home import Home
 
 MODEL_FLAGS = ["n_layer", "n_head", "n_embd"]
 TRAIN_FLAGS = ["steps", "batch_size", "seq_len", "lr", "vocab_size", "seed", "threads",
-               "data_parts", "hosts"]
+               "data_parts", "hosts", "workers", "group_size"]
 
 
 def add(sub) -> None:
@@ -41,8 +41,9 @@ def add(sub) -> None:
     p.add_argument("--threads", type=int,
                    help="BLAS threads per worker (default: all cores; 1 with several workers)")
     p.add_argument("--workers", type=int,
-                   help="MPI worker processes, all hosts together (default 1: in-process, no "
-                   "MPI; with --hosts, one a host)")
+                   help="MPI worker processes, all hosts together (default [train] workers: "
+                   "1, in-process, no MPI; with --hosts, one a host); with --from-scratch "
+                   "or --retrain too")
     p.add_argument("--hosts", metavar="H1,H2",
                    help="train on these hosts, --workers/hosts workers each, one level-1 group "
                    "a host (reached by ssh or [train] launcher_exec; --data, --out and "
@@ -58,25 +59,23 @@ def add(sub) -> None:
 
 
 def run(args, config) -> int:
-    apply_flags(config.model, args, MODEL_FLAGS)
-    apply_flags(config.train, args, TRAIN_FLAGS)
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers {args.workers} must be at least 1")
+    apply_flags(config.model, args, MODEL_FLAGS)
+    apply_flags(config.train, args, TRAIN_FLAGS)
     if args.from_scratch or args.retrain:
         return train_catalog(args, config)
-    hosts = config.train.host_list
-    if args.workers is None:
-        args.workers = len(hosts) or 1
     if not args.data or not args.out:
         raise UserError("give --data PATH... and --out DIR, or --from-scratch to train on the "
                         "shard catalog")
     if args.mpi:
         return train_rank(args, config)
-    if hosts and args.workers % len(hosts):
-        raise UserError(f"--workers {args.workers} is not a multiple of the {len(hosts)} hosts "
-                        f"({config.train.hosts}): every host runs the same number of workers")
-    if args.workers > 1 or hosts:
-        return launch_workers(args, config, hosts)
+    from engine.launcher import worker_layout
+
+    workers, group_size = worker_layout(config.train.workers, config.train.host_list,
+                                        config.train.group_size)
+    if workers > 1 or config.train.host_list:
+        return launch_workers(args, config, workers, group_size)
     print_result(train_files(args, config))
     return 0
 
@@ -96,9 +95,9 @@ def train_catalog(args, config) -> int:
     if args.from_scratch and args.retrain:
         raise UserError("give either --from-scratch (a new tokenizer) or --retrain (champion's "
                         "tokenizer), not both")
-    if args.data or args.out or args.resume or (args.workers or 1) > 1 or args.mpi or args.hosts:
-        raise UserError(f"{flag} trains on the shard catalog in one process and registers the "
-                        "model: leave out --data, --out, --resume, --workers, --hosts, --mpi")
+    if args.data or args.out or args.resume or args.mpi:
+        raise UserError(f"{flag} trains on the shard catalog and registers the model in its "
+                        "own folders: leave out --data, --out, --resume, --mpi")
     outcome = (from_scratch if args.from_scratch else retrain)(config)
     print("\n".join(outcome.lines(config.model_name)))
     return 0
@@ -110,7 +109,7 @@ def print_result(result) -> None:
           f"after {result.step} steps ({result.tokens_seen:,} tokens)")
 
 
-def launch_workers(args, config, hosts: list[str]) -> int:
+def launch_workers(args, config, workers: int, group_size: int) -> int:
     """`--workers N`: start N ranks of this same command line (with `--mpi`) under mpiexec
     and wait for them; with hosts, N/len(hosts) on each, one level-1 group a host."""
     from engine.launcher import launch
@@ -118,19 +117,12 @@ def launch_workers(args, config, hosts: list[str]) -> int:
     threads = config.train.threads or 1  # one BLAS thread a worker: the workers fill the cores
     # the ranks write to pipes: keep their log lines readable when a person is watching
     console = config.log_format == "auto" and sys.stderr.isatty()
-    argv, place = [*args.argv, "--mpi"], {}
-    if hosts:
-        per_host = args.workers // len(hosts)
-        if args.group_size and per_host % args.group_size:
-            raise UserError(f"--group-size {args.group_size} does not divide the {per_host} "
-                            "workers of a host: a group never spans hosts")
-        # explicit, not MPI's COMM_TYPE_SHARED split: one group a listed host, whatever MPI
-        # counts as a node (network namespaces or containers on one machine are one machine)
-        argv += [] if args.group_size else ["--group-size", str(per_host)]
-        # the ranks' scratch folder where every host sees it: under the shared home
+    argv = [*args.argv, "--mpi", "--group-size", str(group_size)]
+    hosts, place = config.train.host_list, {}
+    if hosts:  # the ranks' scratch folder where every host sees it: under the shared home
         place = {"hosts": hosts, "launcher_exec": config.train.launcher_exec or None,
                  "run_root": Home(config.home).mpi}
-    status, message = launch(CLI_MODULE, argv, args.workers, threads,
+    status, message = launch(CLI_MODULE, argv, workers, threads,
                              env={"CLLM_LOG_FORMAT": "console"} if console else None, **place)
     if message:
         kind = "interrupted" if status == 130 else "error"
@@ -153,4 +145,4 @@ def train_rank(args, config) -> int:
         if world.is_root:
             print_result(result)
 
-    return run_rank(args.group_size, work, config.train.step_timeout)
+    return run_rank(config.train.group_size or None, work, config.train.step_timeout)

@@ -57,6 +57,12 @@ class TrainConfig:
     # seconds a worker waits in a step's reduction for the others before the job is stopped
     # as hung (it covers the root's evaluation and checkpoint); 0: no limit
     step_timeout: float = 600.0
+    # MPI worker processes, all hosts together; 0: one a host (1, in-process, without hosts).
+    # Every way the pipeline trains (cllm train, update, --from-scratch, --retrain, the DAGs,
+    # the web application) runs this many
+    workers: int = 0
+    # workers per level-1 group; 0: one group a machine (with hosts: one a host)
+    group_size: int = 0
     # hosts to train on, a comma list ("h1,h2"): mpiexec starts workers/len(hosts) workers on
     # each, one level-1 group per host; "" for this machine only
     hosts: str = ""
@@ -83,6 +89,9 @@ class TrainConfig:
             raise UserError(f"threads={self.threads} must be 0 (all cores) or more")
         if self.step_timeout < 0:
             raise UserError(f"step_timeout={self.step_timeout} must be 0 (no limit) or more")
+        if self.workers < 0 or self.group_size < 0:
+            raise UserError(f"workers={self.workers}, group_size={self.group_size} must be 0 "
+                            "(the default) or more")
         if self.data_parts < 0:
             raise UserError(f"data_parts={self.data_parts} must be 0 (one per group) or more")
         hosts = self.host_list

@@ -135,13 +135,33 @@ def _forward(stream, sink, noise: list) -> None:
             sink.flush()
 
 
+def worker_layout(workers: int, hosts: list[str], group_size: int) -> tuple[int, int]:
+    """(workers, workers per level-1 group or 0 for one a machine) of a job on `hosts`:
+    `workers` 0 is one a host (1 without hosts); every host runs as many, and with hosts a
+    group never spans two (one a host by default)."""
+    workers = workers or len(hosts) or 1
+    if hosts and workers % len(hosts):
+        raise UserError(f"--workers {workers} is not a multiple of the {len(hosts)} hosts "
+                        f"({','.join(hosts)}): every host runs the same number of workers")
+    if hosts:
+        per_host = workers // len(hosts)
+        if group_size and per_host % group_size:
+            raise UserError(f"--group-size {group_size} does not divide the {per_host} "
+                            "workers of a host: a group never spans hosts")
+        # explicit, not MPI's COMM_TYPE_SHARED split: one group a listed host, whatever MPI
+        # counts as a node (network namespaces or containers on one machine are one machine)
+        group_size = group_size or per_host
+    return workers, group_size
+
+
 def launch(module: str, argv: list[str], workers: int, threads: int,
            env: dict | None = None, hosts: list[str] | None = None,
            launcher_exec: str | None = None,
            run_root: Path | None = None) -> tuple[int, str | None]:
     """Run `python -m <module> <argv>` as `workers` MPI ranks, `threads` threads each, and wait.
 
-    With `hosts`, workers/len(hosts) consecutive ranks on each host, started through
+    With `hosts` (`workers` a multiple of them: see `worker_layout`), workers/len(hosts)
+    consecutive ranks on each host, started through
     `launcher_exec` (default: ssh); `run_root` is where the scratch folder goes (on a
     filesystem every host sees; default the system's temporary folder).
     Returns (exit status, one-line message or None). Ctrl-C and SIGTERM are passed to mpiexec,
@@ -152,9 +172,6 @@ def launch(module: str, argv: list[str], workers: int, threads: int,
         raise UserError(f"{mpiexec} not found: install the MPI runtime (pip install mpich) "
                         "or train with --workers 1")
     hosts = list(hosts or [])
-    if hosts and workers % len(hosts):
-        raise UserError(f"--workers {workers} is not a multiple of the {len(hosts)} hosts: "
-                        "every host runs the same number of workers")
     threads_env = {name: str(threads) for name in
                    ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "NUMBA_NUM_THREADS")}
@@ -176,8 +193,10 @@ def launch(module: str, argv: list[str], workers: int, threads: int,
                  threading.Thread(target=_forward, args=(proc.stderr, sys.stderr, noise))]
         for pump in pumps:
             pump.start()
-        previous = {sig: signal.signal(sig, lambda signum, frame: proc.send_signal(signum))
-                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {}  # signals reach only the main thread (not a thread of a server)
+        if threading.current_thread() is threading.main_thread():
+            previous = {sig: signal.signal(sig, lambda signum, frame: proc.send_signal(signum))
+                        for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             status = proc.wait()
         finally:

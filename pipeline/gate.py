@@ -23,7 +23,8 @@ from engine.train import evaluate as held_out_loss
 from pipeline.config import Config
 from pipeline.plan import Plan
 from pipeline.registry import Registry
-from pipeline.training import model_dir, shard_tokens
+from pipeline.tokens import shard_tokens
+from pipeline.training import model_dir
 
 log = structlog.get_logger()
 
@@ -70,7 +71,7 @@ def evaluate(config: Config, registry: Registry, plan: Plan) -> Evaluation:
     needed = cfg.seq_len + cfg.batch_size + 1
 
     def held_out(shards: list[dict]):
-        entries = shard_tokens(config, shards, child.tokenizer, cfg.val_fraction)
+        entries = shard_tokens(home, shards, child.tokenizer, cfg.val_fraction)
         return concat([t.val for t in entries], child.tokenizer.dtype)
 
     new_val, old_val = held_out(plan.new), held_out(plan.old)

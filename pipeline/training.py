@@ -10,19 +10,20 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 import structlog
 
 from core.home import Home
 from engine.checkpoint import is_checkpoint, read_training_state
 from engine.config import TrainConfig
-from engine.data import SEGMENT, FileTokens, TokenCache, TokenData, concat, read_parquet_texts
+from engine.data import read_parquet_texts
 from engine.tokenizer import Tokenizer
 from engine.train import init_from
 from engine.train import train as run_training
 from pipeline.config import Config
 from pipeline.plan import Plan, check_current
 from pipeline.registry import Registry
+from pipeline.tokens import training_data
+from pipeline.workers import train_on_workers
 
 log = structlog.get_logger()
 
@@ -48,8 +49,13 @@ def train(config: Config, registry: Registry, plan: Plan) -> Path:
     if source == "scratch":  # a retrain keeps champion's tokenizer
         tokenizer = Tokenizer.load(lineage / "tokenizer.json") if lineage else \
             _train_tokenizer(config, plan)
+    if cfg.workers > 1 or cfg.host_list:
+        train_on_workers(home, plan, source, out, cfg, config.model, tokenizer,
+                         config.continual.replay_fraction, config.log_format)
+        return out
     start = init_from(source, out, cfg, tokenizer, config.model)
-    run_training(start, _training_data(config, plan, start.tokenizer, cfg), out, cfg)
+    data = training_data(home, plan, start.tokenizer, cfg, config.continual.replay_fraction)
+    run_training(start, data, out, cfg)
     return out
 
 
@@ -70,7 +76,10 @@ def _train_config(config: Config, plan: Plan, lineage: Path | None,
         return config.train
     state = read_training_state(lineage)
     saved = TrainConfig(**state["train_config"])
-    local = {"threads": config.train.threads, "checkpoint_every": config.train.checkpoint_every}
+    # how this machine runs the training, not what the lineage learns
+    local = {name: getattr(config.train, name) for name in
+             ("threads", "checkpoint_every", "workers", "group_size", "data_parts", "hosts",
+              "launcher_exec", "step_timeout")}
     if resuming:
         return dataclasses.replace(saved, **local)
     if not plan.kind.continues_parent:
@@ -79,46 +88,3 @@ def _train_config(config: Config, plan: Plan, lineage: Path | None,
     c = config.continual
     return dataclasses.replace(saved, steps=state["step"] + c.steps, lr=c.lr, min_lr=c.min_lr,
                                warmup_steps=c.warmup_steps, **local)
-
-
-def shard_tokens(config: Config, shards: list[dict], tokenizer: Tokenizer,
-                 val_fraction: float) -> list[FileTokens]:
-    """The token-cache entries of the plan's shards, encoded now where missing."""
-    home = Home(config.home)
-    cache = TokenCache(home.tokens)
-    entries = [cache.tokens(home.root / s["path"], s["sha256"], tokenizer, val_fraction)
-               for s in shards]
-    cache.save(entries)
-    return entries
-
-
-def _training_data(config: Config, plan: Plan, tokenizer: Tokenizer,
-                   cfg: TrainConfig) -> TokenData:
-    """The training tokens of the plan's shards and, for an update, a replay sample of the old
-    ones, so that `replay_fraction` of the windows come from old data; validation on the
-    plan's shards."""
-    learned = shard_tokens(config, plan.learned, tokenizer, cfg.val_fraction)
-    data = TokenData(concat([t.train for t in learned], tokenizer.dtype),
-                     concat([t.val for t in learned], tokenizer.dtype))
-    if plan.kind.continues_parent and plan.old:
-        fraction = config.continual.replay_fraction
-        old = shard_tokens(config, plan.old, tokenizer, cfg.val_fraction)
-        pool = concat([t.train for t in old], tokenizer.dtype)
-        wanted = round(len(data.train) * fraction / (1 - fraction))
-        replay = replay_sample(pool, wanted, seed=[cfg.seed, cfg.steps])
-        log.info("replay", new_tokens=len(data.train), replay_tokens=len(replay),
-                 old_shards=len(plan.old))
-        data.train = np.concatenate([data.train, replay])
-    data.require(cfg.seq_len + cfg.batch_size + 1, f"the tokens of {len(plan.learned)} shard(s) are",
-                 "crawl more text before training")
-    return data
-
-
-def replay_sample(pool: np.ndarray, n_tokens: int, seed) -> np.ndarray:
-    """About n_tokens from the pool, as whole segments picked at random (all of it if small)."""
-    chunks = len(pool) // SEGMENT
-    if n_tokens >= len(pool) or chunks == 0:
-        return np.asarray(pool)
-    picks = np.random.default_rng(seed).choice(chunks, size=min(chunks, -(-n_tokens // SEGMENT)),
-                                               replace=False)
-    return np.concatenate([pool[i * SEGMENT : (i + 1) * SEGMENT] for i in np.sort(picks)])

@@ -14,8 +14,12 @@ import subprocess
 import numpy as np
 import pytest
 
+from continual_kit import TINY as CONTINUAL_TINY
+from continual_kit import documents, new_home, write_shard
+
 from conftest import CLLM, job_processes, run_cllm
 from netns import hosts_fixture
+from pipeline.registry import Registry
 from test_distributed import (STEPS, TINY, assert_nothing_left, assert_same_parameters,
                               checkpoint_step, events, wait_for_checkpoint)
 
@@ -28,9 +32,9 @@ def write_config(home, hosts, extra: str = "") -> None:
         f"launcher_exec = \"{hosts.launcher_exec}\"\n{extra}")
 
 
-def start_on(host, hosts, home, *args) -> subprocess.Popen:
+def start_on(host, hosts, home, *args, env: dict | None = None) -> subprocess.Popen:
     """`cllm train ARGS` on `host`, as a person logged in there would run it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")} | (env or {})
     env |= {"CLLM_HOME": str(home)} | hosts.mpi_env
     return subprocess.Popen(host.command([CLLM, "train", *args]), env=env, cwd=home, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -93,6 +97,26 @@ def test_a_killed_worker_on_the_second_host_ends_the_job_with_its_line(home, hos
     assert_nothing_left(home)
     assert not hosts[0].pids() and not hosts[1].pids()
     assert checkpoint_step(out) >= 2
+
+
+@pytest.mark.slow
+def test_a_model_from_scratch_on_the_catalog_trains_across_the_hosts(tmp_path, hosts,
+                                                                     registry_template):
+    """`[train] hosts` applies to the continuous-learning steps too (`--from-scratch` here,
+    as the continuous_training DAG's first run): one worker a host, registered champion."""
+    home = new_home(tmp_path, registry_template)
+    write_config(home, hosts, f"hosts = \"{','.join(hosts.addresses)}\"\n")
+    write_shard(home, "crawl-1", documents("hamlet"))
+    before = hosts[1].counters()
+    proc = start_on(hosts[0], hosts, home, "--from-scratch", env=CONTINUAL_TINY)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err[-3000:]
+    (start_event,) = events(err, "train_start")
+    assert (start_event["workers"], start_event["groups"]) == (2, 2)
+    assert Registry(home, "cllm").champion() == "1"
+    assert hosts[1].counters()["rx"] - before["rx"] > 10 * gradient_bytes()
+    assert_nothing_left(home)
+    assert not hosts[0].pids() and not hosts[1].pids()
 
 
 def test_a_worker_count_the_hosts_cannot_share_is_one_clear_error(home):
