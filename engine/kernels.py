@@ -74,22 +74,26 @@ def _tanh_exact(x):
 
 
 def _make_gelu(tanh):
+    # every constant in the array's own type: a float64 literal would turn float32 lanes into
+    # float64 ones, half as many a vector instruction
     @njit(**JIT)
     def forward(start, stop, part, x, out):
-        c, a = x.dtype.type(GELU_C), x.dtype.type(GELU_A)
+        f = x.dtype.type
+        c, a, half, one = f(GELU_C), f(GELU_A), f(0.5), f(1.0)
         for r in range(start, stop):
             for i in range(x.shape[1]):
                 v = x[r, i]
-                out[r, i] = 0.5 * v * (1.0 + tanh(c * (v + a * v * v * v)))
+                out[r, i] = half * v * (one + tanh(c * (v + a * v * v * v)))
 
     @njit(**JIT)
     def backward(start, stop, part, x, dout, dx):
-        c, a = x.dtype.type(GELU_C), x.dtype.type(GELU_A)
+        f = x.dtype.type
+        c, a, half, one, three = f(GELU_C), f(GELU_A), f(0.5), f(1.0), f(3.0)
         for r in range(start, stop):
             for i in range(x.shape[1]):
                 v = x[r, i]
                 t = tanh(c * (v + a * v * v * v))
-                slope = 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * c * (1.0 + 3.0 * a * v * v)
+                slope = half * (one + t) + half * v * (one - t * t) * c * (one + three * a * v * v)
                 dx[r, i] = dout[r, i] * slope
 
     return forward, backward
@@ -165,26 +169,71 @@ def layernorm_backward(dout, cache):
     return dx, dg_parts.sum(axis=0), db_parts.sum(axis=0)
 
 
+# --- exp over a row ---------------------------------------------------------------------
+
+
+@njit(inline="always", **JIT)
+def _exp_fast(row, shift, scale, exponents):
+    """row[j] = exp((row[j] - shift) * scale) for a float32 row of arguments <= 0, and the
+    row's sum. numba's math.exp is one scalar libm call a value; these passes vectorise:
+    Cephes' expf polynomial on the reduced argument (relative error below 1e-7), then 2**n
+    added to the exponent bits. Arguments below -87 give about 1e-38 rather than less."""
+    f = np.float32
+    for j in range(row.shape[0]):
+        x = max((row[j] - shift) * scale, f(-87.0))
+        n = math.floor(x * f(1.44269504088896341) + f(0.5))
+        r = x - n * f(0.693359375) - n * f(-2.12194440e-4)
+        p = f(1.9875691500e-4)
+        p = p * r + f(1.3981999507e-3)
+        p = p * r + f(8.3334519073e-3)
+        p = p * r + f(4.1665795894e-2)
+        p = p * r + f(1.6666665459e-1)
+        p = p * r + f(5.0000001201e-1)
+        row[j] = p * r * r + r + f(1.0)
+        exponents[j] = np.int32(n)
+    bits = row.view(np.int32)
+    for j in range(row.shape[0]):
+        bits[j] += exponents[j] << 23
+    total = 0.0
+    for j in range(row.shape[0]):
+        total += row[j]
+    return total
+
+
+@njit(inline="always", **JIT)
+def _exp_exact(row, shift, scale, exponents):
+    """The same in float64 (the gradient check), with libm's exp."""
+    total = 0.0
+    for j in range(row.shape[0]):
+        e = math.exp((row[j] - shift) * scale)
+        row[j] = e
+        total += e
+    return total
+
+
 # --- causal softmax ---------------------------------------------------------------------
 
 
-@njit(**JIT)
-def _causal_softmax(start, stop, part, scores, scale, offset):
-    n_query, n_key = scores.shape[1], scores.shape[2]
-    for bh in range(start, stop):
-        for i in range(n_query):
-            row = scores[bh, i]
-            last = min(offset + i + 1, n_key)  # keys this query may see
-            peak = row[:last].max()
-            total = 0.0
-            for j in range(last):
-                e = math.exp((row[j] - peak) * scale)
-                row[j] = e
-                total += e
-            inv = 1.0 / total
-            for j in range(last):
-                row[j] *= inv
-            row[last:] = 0.0
+def _make_causal_softmax(exp_row):
+    @njit(**JIT)
+    def kernel(start, stop, part, scores, scale, offset):
+        n_query, n_key = scores.shape[1], scores.shape[2]
+        exponents = np.empty(n_key, dtype=np.int32)
+        for bh in range(start, stop):
+            for i in range(n_query):
+                row = scores[bh, i]
+                last = min(offset + i + 1, n_key)  # keys this query may see
+                total = exp_row(row[:last], row[:last].max(), scale, exponents)
+                inv = row.dtype.type(1.0 / total)
+                for j in range(last):
+                    row[j] *= inv
+                row[last:] = 0.0
+
+    return kernel
+
+
+_causal_softmax = {np.dtype(np.float32): _make_causal_softmax(_exp_fast),
+                   np.dtype(np.float64): _make_causal_softmax(_exp_exact)}
 
 
 @njit(**JIT)
@@ -201,7 +250,8 @@ def _causal_softmax_backward(start, stop, part, att, datt, scale):
 
 def causal_softmax(scores, scale, offset=0):
     flat = scores.reshape(-1, *scores.shape[-2:])
-    _over_rows(_causal_softmax, flat.shape[0], flat, scores.dtype.type(scale), offset)
+    _over_rows(_causal_softmax[scores.dtype], flat.shape[0], flat, scores.dtype.type(scale),
+               offset)
     return scores
 
 
@@ -216,28 +266,33 @@ def causal_softmax_backward(att, datt, scale):
 # --- cross-entropy ----------------------------------------------------------------------
 
 
-@njit(**JIT)
-def _cross_entropy(start, stop, part, logits, targets, inv_norm, row_loss):
-    for r in range(start, stop):
-        row = logits[r]
-        t = targets[r]
-        peak = row.max()
-        target_logit = row[t]
-        total = 0.0
-        for j in range(row.shape[0]):
-            e = math.exp(row[j] - peak)
-            row[j] = e
-            total += e
-        row_loss[r] = math.log(total) - (target_logit - peak)
-        scale = inv_norm / total
-        for j in range(row.shape[0]):
-            row[j] *= scale
-        row[t] -= inv_norm
+def _make_cross_entropy(exp_row):
+    @njit(**JIT)
+    def kernel(start, stop, part, logits, targets, inv_norm, row_loss):
+        exponents = np.empty(logits.shape[1], dtype=np.int32)
+        one = logits.dtype.type(1.0)
+        for r in range(start, stop):
+            row = logits[r]
+            t = targets[r]
+            peak = row.max()
+            target_logit = row[t]
+            total = exp_row(row, peak, one, exponents)
+            row_loss[r] = math.log(total) - (target_logit - peak)
+            scale = logits.dtype.type(inv_norm / total)
+            for j in range(row.shape[0]):
+                row[j] *= scale
+            row[t] -= inv_norm
+
+    return kernel
+
+
+_cross_entropy = {np.dtype(np.float32): _make_cross_entropy(_exp_fast),
+                  np.dtype(np.float64): _make_cross_entropy(_exp_exact)}
 
 
 def cross_entropy(logits, targets, normalizer):
     row_loss = np.empty(logits.shape[0], dtype=np.float64)
-    _over_rows(_cross_entropy, logits.shape[0], logits, targets,
+    _over_rows(_cross_entropy[logits.dtype], logits.shape[0], logits, targets,
                logits.dtype.type(1.0 / normalizer), row_loss)
     return float(row_loss.sum()) / normalizer, logits
 
