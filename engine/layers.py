@@ -81,6 +81,22 @@ def causal_softmax_backward(att, datt, scale):
     return datt
 
 
+def decode_attention(qkv, k_cache, v_cache, position, scale):
+    """Attention of one new token a row (generation): `qkv` (B, 3C) its projections, whose
+    key and value go into the layer's caches (B, H, block, D) at `position`; returns (B, C),
+    its attention over positions 0..position (all earlier, so no mask)."""
+    B, H, _, D = k_cache.shape
+    q, k, v = qkv.reshape(B, 3, H, D).transpose(1, 0, 2, 3)
+    k_cache[:, :, position] = k
+    v_cache[:, :, position] = v
+    keys, values = k_cache[:, :, : position + 1], v_cache[:, :, : position + 1]
+    scores = (keys @ q[..., None])[..., 0] * scale  # (B, H, position + 1)
+    scores -= scores.max(axis=-1, keepdims=True)
+    weights = xp.exp(scores)
+    weights /= weights.sum(axis=-1, keepdims=True)
+    return (weights[:, :, None, :] @ values)[:, :, 0].reshape(B, H * D)
+
+
 def cross_entropy(logits, targets, normalizer):
     """Summed token loss / normalizer, and its gradient with respect to the logits (in place
     of the logits)."""

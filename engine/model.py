@@ -181,8 +181,9 @@ class KVCache:
 def forward_cached(params, config: GPTConfig, idx, cache: KVCache, ops=layers):
     """Logits (B, t, V) for the new tokens `idx` (B, t) after the `cache.length` cached ones.
 
-    With an empty cache this is the plain forward pass over whole windows. It runs the
-    plain array layers: no compilation wait, and safe to call from several threads.
+    With an empty cache this is the plain forward pass over whole windows; one new token a
+    row (generation, after the prompt) takes `decode_attention`, with no mask to build. It
+    runs the plain array layers: no compilation wait, and safe to call from several threads.
     """
     B, t = idx.shape
     start = cache.length
@@ -196,13 +197,16 @@ def forward_cached(params, config: GPTConfig, idx, cache: KVCache, ops=layers):
         p = f"h.{i}."
         h, _ = ops.layernorm_forward(x, params[p + "ln1.g"], params[p + "ln1.b"])
         qkv = linear(h, params[p + "attn.w_qkv"], params[p + "attn.b_qkv"])
-        q, k, v = qkv.reshape(B, t, 3, H, D).transpose(2, 0, 3, 1, 4)
-        cache.k[i, :, :, start:end] = k
-        cache.v[i, :, :, start:end] = v
-        # the new queries see every cached position and, causally, the new ones
-        scores = q @ cache.k[i, :, :, :end].transpose(0, 1, 3, 2)
-        att = ops.causal_softmax(scores, 1.0 / math.sqrt(D), offset=start)
-        y = (att @ cache.v[i, :, :, :end]).transpose(0, 2, 1, 3).reshape(B * t, H * D)
+        if t == 1:
+            y = layers.decode_attention(qkv, cache.k[i], cache.v[i], start, 1.0 / math.sqrt(D))
+        else:
+            q, k, v = qkv.reshape(B, t, 3, H, D).transpose(2, 0, 3, 1, 4)
+            cache.k[i, :, :, start:end] = k
+            cache.v[i, :, :, start:end] = v
+            # the new queries see every cached position and, causally, the new ones
+            scores = q @ cache.k[i, :, :, :end].transpose(0, 1, 3, 2)
+            att = ops.causal_softmax(scores, 1.0 / math.sqrt(D), offset=start)
+            y = (att @ cache.v[i, :, :, :end]).transpose(0, 2, 1, 3).reshape(B * t, H * D)
         x += linear(y, params[p + "attn.w_proj"], params[p + "attn.b_proj"])
         h2, _ = ops.layernorm_forward(x, params[p + "ln2.g"], params[p + "ln2.b"])
         act, _ = ops.gelu_forward(linear(h2, params[p + "mlp.w_fc"], params[p + "mlp.b_fc"]))

@@ -91,6 +91,12 @@ def test_kernels_match_the_reference_layers(threads):
     loss_l, grad_l = layers.cross_entropy(logits.copy(), targets, 74)
     assert loss_k == pytest.approx(loss_l, rel=1e-5)
     close(grad_k, grad_l)
+    spread = np.array([[0.0, -50.0, -90.0, -200.0, 30.0]], dtype=np.float32)  # exp's tails
+    loss_k, grad_k = kernels.cross_entropy(spread.copy(), np.array([1]), 1)
+    loss_l, grad_l = layers.cross_entropy(spread.copy(), np.array([1]), 1)
+    assert loss_k == pytest.approx(loss_l, rel=1e-5)
+    close(grad_k, grad_l)
+
 
     state = [rng.normal(0, 1, (5, 7)).astype(np.float32) for _ in range(4)]
     state[3] = np.abs(state[3])
@@ -114,14 +120,16 @@ def test_normalizer_scales_loss_and_gradients():
     np.testing.assert_allclose(grads4["h.0.attn.w_qkv"], grads["h.0.attn.w_qkv"] / 4, rtol=1e-10)
 
 
-def test_cached_forward_matches_the_full_forward():
+@pytest.mark.parametrize("ops", [kernels, layers], ids=["kernels", "layers"])
+def test_cached_forward_matches_the_full_forward(ops):
+    """Whole windows, then a prompt and one token at a time (`layers.decode_attention`)."""
     params = perturbed_params(TINY)
     rng = np.random.default_rng(3)
     idx = rng.integers(0, 13, (2, 6))
-    full = forward_cached(params, TINY, idx, KVCache(TINY, 2, np.float64))
+    full = forward_cached(params, TINY, idx, KVCache(TINY, 2, np.float64), ops)
     cache = KVCache(TINY, 2, np.float64)
-    pieces = [forward_cached(params, TINY, idx[:, :3], cache)]
-    pieces += [forward_cached(params, TINY, idx[:, t : t + 1], cache) for t in range(3, 6)]
+    pieces = [forward_cached(params, TINY, idx[:, :3], cache, ops)]
+    pieces += [forward_cached(params, TINY, idx[:, t : t + 1], cache, ops) for t in range(3, 6)]
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, rtol=1e-10, atol=1e-12)
     loss, _ = loss_and_grads(params, TINY, idx, idx)
     assert loss_only(params, TINY, idx, idx) == pytest.approx(loss, rel=1e-12)
