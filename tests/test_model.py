@@ -97,7 +97,6 @@ def test_kernels_match_the_reference_layers(threads):
     assert loss_k == pytest.approx(loss_l, rel=1e-5)
     close(grad_k, grad_l)
 
-
     state = [rng.normal(0, 1, (5, 7)).astype(np.float32) for _ in range(4)]
     state[3] = np.abs(state[3])
     mine, theirs = [a.copy() for a in state], [a.copy() for a in state]
