@@ -6,8 +6,9 @@ or shaped with tc's token bucket (tbf: bandwidth only, this kernel has no netem 
 
 1. Reduction (this script again under mpiexec, `--probe`): one step's gradient buffer of the
    mid model (16 MiB) and of the baby one (3 MiB) through `World.gradient_reduction(...,
-   levels="tree")` (Reduce in the host, Allreduce of the two leaders, Bcast) and `"flat"`
-   (one Allreduce of the 4 ranks), alternately, `--repeats` times each, median of the slowest
+   levels="tree")` (Reduce in the host, Allreduce of the two leaders, Bcast), the same with
+   the leaders' exchange in bfloat16 (`link_precision="bfloat16"`) and `"flat"` (one
+   Allreduce of the 4 ranks), in turn, `--repeats` times each, median of the slowest
    rank; and the bytes the hosts sent over the link a reduction, and the point-to-point speed
    of 16 MiB inside a host (rank 0 to 1, MPICH's shared memory) and across (0 to 2). With
    `--variants`, also under MPICH settings that make its flat Allreduce ignore the hosts
@@ -59,6 +60,11 @@ def tx_bytes() -> int:
     return int(Path("/sys/class/net/eth0/statistics/tx_bytes").read_text())
 
 
+# what the probe compares: (levels, link precision) of World.gradient_reduction
+REDUCTIONS = {"tree": ("tree", "float32"), "bf16": ("tree", "bfloat16"),
+              "flat": ("flat", "float32")}
+
+
 def probe(repeats: int) -> None:
     """Under mpiexec, 2 ranks a host: the reductions and the point-to-point speeds."""
     import numpy as np
@@ -74,11 +80,12 @@ def probe(repeats: int) -> None:
         shapes = parameter_shapes(GPTConfig(**shape))
         rng = np.random.default_rng(world.rank)
         grads = {n: rng.standard_normal(s, dtype=np.float32) for n, s in shapes.items()}
-        reductions = {levels: world.gradient_reduction(shapes, levels)
-                      for levels in ("tree", "flat")}
+        reductions = {key: world.gradient_reduction(shapes, precision, levels)
+                      for key, (levels, precision) in REDUCTIONS.items()}
         rows = {levels: [] for levels in reductions}
+        keys = list(reductions)
         for i in range(repeats + 1):  # the first of each is a warm-up, left out
-            for levels in (("tree", "flat") if i % 2 == 0 else ("flat", "tree")):
+            for levels in keys[i % len(keys):] + keys[:i % len(keys)]:  # each goes first in turn
                 comm.Barrier()
                 sent, began = tx_bytes(), time.perf_counter()
                 reductions[levels](grads, 0.0, False)
@@ -225,18 +232,20 @@ def format_report(args, reductions: dict, training: dict, started: datetime, loa
         f"host) and to rank 2 (other host).", ""]
     if reductions:
         lines += ["| link | inside / across a host, MB/s | MPICH flat Allreduce | gradients | "
-                  "two-level ms | flat ms | flat / two-level | MiB each host sent: two-level / "
-                  "flat |", "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: |"]
+                  "two-level ms | two-level bfloat16 ms | flat ms | flat / two-level | "
+                  "flat / two-level bfloat16 | MiB each host sent: two-level / bfloat16 / flat |",
+                  "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for (link, variant), r in reductions.items():
         ratio = f"{r['inside_mb_s']:,.0f} / {r['across_mb_s']:,.0f} " \
                 f"({r['inside_mb_s'] / r['across_mb_s']:.1f}x)"
         for size in SHAPES:
-            tree, flat = r[size]["tree"], r[size]["flat"]
+            tree, bf16, flat = r[size]["tree"], r[size]["bf16"], r[size]["flat"]
             lines.append(
                 f"| {'unshaped' if link == 'none' else link} | {ratio} | {variant} | {size} "
-                f"({r[size]['mib']:.1f} MiB) | {tree['ms']:.1f} | {flat['ms']:.1f} | "
-                f"{flat['ms'] / tree['ms']:.2f}x | {tree['link_mib']:.1f} / "
-                f"{flat['link_mib']:.1f} |")
+                f"({r[size]['mib']:.1f} MiB) | {tree['ms']:.1f} | {bf16['ms']:.1f} | "
+                f"{flat['ms']:.1f} | {flat['ms'] / tree['ms']:.2f}x | "
+                f"{flat['ms'] / bf16['ms']:.2f}x | {tree['link_mib']:.1f} / "
+                f"{bf16['link_mib']:.1f} / {flat['link_mib']:.1f} |")
     if training:
         lines += ["", f"Training, mid shape ({' '.join(MID)}), 4 workers of 1 thread, "
                   f"{args.steps} steps a run (its first left out), {args.train_repeats} runs each, "

@@ -86,7 +86,8 @@ def reduction_probe(group_size: int, repeats: int) -> None:
                                         n_embd=256))
     rng = np.random.default_rng(world.rank)
     grads = {name: rng.standard_normal(shape, dtype=np.float32) for name, shape in shapes.items()}
-    reductions = {levels: world.gradient_reduction(shapes, levels) for levels in ("tree", "flat")}
+    reductions = {levels: world.gradient_reduction(shapes, levels=levels)
+                  for levels in ("tree", "flat")}
     times = {levels: [] for levels in reductions}
     for i in range(repeats):
         for levels in (("tree", "flat") if i % 2 == 0 else ("flat", "tree")):

@@ -63,6 +63,9 @@ class TrainConfig:
     workers: int = 0
     # workers per level-1 group; 0: one group a machine (with hosts: one a host)
     group_size: int = 0
+    # what the groups' leaders exchange across hosts: "float32" (exact) or "bfloat16" (half
+    # the bytes on the slow link; each host's share of the sum rounded to 8 significant bits)
+    link_precision: str = "float32"
     # hosts to train on, a comma list ("h1,h2"): mpiexec starts workers/len(hosts) workers on
     # each, one level-1 group per host; "" for this machine only
     hosts: str = ""
@@ -92,6 +95,9 @@ class TrainConfig:
         if self.workers < 0 or self.group_size < 0:
             raise UserError(f"workers={self.workers}, group_size={self.group_size} must be 0 "
                             "(the default) or more")
+        if self.link_precision not in ("float32", "bfloat16"):
+            raise UserError(f"link_precision={self.link_precision!r} must be float32 or "
+                            "bfloat16")
         if self.data_parts < 0:
             raise UserError(f"data_parts={self.data_parts} must be 0 (one per group) or more")
         hosts = self.host_list

@@ -303,11 +303,15 @@ def cross_entropy(logits, targets, normalizer):
 @njit(**JIT)
 def _adamw(start, stop, part, p, g, m, v, lr, beta1, beta2, eps, weight_decay, correction1,
            correction2):
-    decay = 1.0 - lr * weight_decay
+    one = p.dtype.type(1.0)
+    decay = one - lr * weight_decay
     step = lr / correction1
-    for i in range(start, stop):
-        m[i] = beta1 * m[i] + (1.0 - beta1) * g[i]
-        v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i]
+    # indices from 0, not from start: numba then knows they are never negative (no
+    # wrap-around test an element), and the loop vectorises
+    p, g, m, v = p[start:stop], g[start:stop], m[start:stop], v[start:stop]
+    for i in range(p.shape[0]):
+        m[i] = beta1 * m[i] + (one - beta1) * g[i]
+        v[i] = beta2 * v[i] + (one - beta2) * g[i] * g[i]
         p[i] = p[i] * decay - step * m[i] / (math.sqrt(v[i] / correction2) + eps)
 
 
@@ -315,3 +319,35 @@ def adamw_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, correction1, c
     t = p.dtype.type
     _over_rows(_adamw, p.size, p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
                t(lr), t(beta1), t(beta2), t(eps), t(weight_decay), t(correction1), t(correction2))
+
+
+# --- bfloat16 (the gradients between hosts) ---------------------------------------------
+
+
+@njit(**JIT)
+def _to_bfloat16(start, stop, part, bits, out):
+    bits, out = bits[start:stop], out[start:stop]  # indices from 0: see _adamw
+    for i in range(bits.shape[0]):
+        b = min(np.int64(bits[i]), 0xFFFF7FFF)  # in 64 bits the rounding cannot wrap
+        out[i] = np.uint16((b + 0x7FFF + ((b >> 16) & 1)) >> 16)
+
+
+@njit(**JIT)
+def _add_bfloat16(start, stop, part, values, total):
+    # a block at a time through a scratch array: numba has no bit cast of a scalar
+    scratch = np.empty(1024, dtype=np.uint32)
+    as_float = scratch.view(np.float32)
+    for block in range(start, stop, 1024):
+        part_values, part_total = values[block:min(block + 1024, stop)], total[block:stop]
+        for i in range(part_values.shape[0]):
+            scratch[i] = np.uint32(part_values[i]) << 16
+        for i in range(part_values.shape[0]):
+            part_total[i] += as_float[i]
+
+
+def to_bfloat16(x, out):
+    _over_rows(_to_bfloat16, x.size, x.view(np.uint32), out)
+
+
+def add_bfloat16(values, total):
+    _over_rows(_add_bfloat16, total.size, values, total)

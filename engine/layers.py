@@ -123,3 +123,16 @@ def adamw_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, correction1, c
     denom = xp.sqrt(v / correction2)
     denom += eps
     p -= (lr / correction1) * (m / denom)
+
+
+def to_bfloat16(x, out):
+    """float32 values as bfloat16 into the uint16 array `out` (their upper 16 bits), rounded to
+    nearest, ties to even. NaN stays NaN: the largest patterns are capped before the rounding
+    could wrap them round."""
+    bits = xp.minimum(x.view(xp.uint32), xp.uint32(0xFFFF7FFF))
+    out[...] = (bits + xp.uint32(0x7FFF) + ((bits >> 16) & xp.uint32(1))) >> 16
+
+
+def add_bfloat16(values, total):
+    """total += the bfloat16 `values` (uint16), in float32."""
+    total += (values.astype(xp.uint32) << 16).view(xp.float32)

@@ -241,7 +241,7 @@ def train(start: Start, data: TokenData, out: Path, cfg: TrainConfig,
     live.write("start", pid=os.getpid(), step=step, steps=cfg.steps, workers=world.size,
                resumed=last_saved is not None)
     tokens_per_step = cfg.batch_size * cfg.seq_len
-    reduce = world.gradient_reduction(parameter_shapes(config))
+    reduce = world.gradient_reduction(parameter_shapes(config), cfg.link_precision)
     # per rank, on the root: seconds computing, reducing, updating, and CPU seconds; without
     # the run's first step (compilation, first touch of memory), which says nothing of speed
     times, timed_steps = np.zeros((world.size, 4)), 0

@@ -79,7 +79,7 @@ def _train_config(config: Config, plan: Plan, lineage: Path | None,
     # how this machine runs the training, not what the lineage learns
     local = {name: getattr(config.train, name) for name in
              ("threads", "checkpoint_every", "workers", "group_size", "data_parts", "hosts",
-              "launcher_exec", "step_timeout")}
+              "launcher_exec", "link_precision", "step_timeout")}
     if resuming:
         return dataclasses.replace(saved, **local)
     if not plan.kind.continues_parent:

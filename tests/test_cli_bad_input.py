@@ -78,6 +78,9 @@ def test_unknown_config_key(home):
     result = run_cllm("train", "--data", TEXT / "milton" / "comus.txt", "--out", home / "model",
                       home=home, env={"CLLM_TRAIN_STEPS": "many"}, check=False)
     assert_clear_error(result, "steps", "int", "many")
+    result = run_cllm("train", "--data", TEXT / "milton" / "comus.txt", "--out", home / "model",
+                      home=home, env={"CLLM_TRAIN_LINK_PRECISION": "float8"}, check=False)
+    assert_clear_error(result, "link_precision", "float8", "bfloat16")
     assert written(home) == []
 
 

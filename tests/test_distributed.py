@@ -124,6 +124,45 @@ def test_two_workers_match_one_worker_with_the_whole_batch(shared_home, one_work
     assert result.stdout.count("model written") == 1  # only the root speaks
 
 
+@pytest.mark.parametrize("ops", ["kernels", "layers"])
+def test_bfloat16_rounds_to_nearest_even_within_its_8_bits(ops):
+    import importlib
+
+    ops = importlib.import_module(f"engine.{ops}")
+
+    def round_trip(x):
+        half, back = np.empty(x.size, dtype=np.uint16), np.zeros(x.size, dtype=np.float32)
+        ops.to_bfloat16(x, half)
+        ops.add_bfloat16(half, back)
+        return back
+
+    values = np.array([1.0, 1 + 2**-8, 1 + 3 * 2**-8, -2.5, 0.0, np.inf, -np.inf, np.nan],
+                      dtype=np.float32)
+    back = round_trip(values)
+    np.testing.assert_array_equal(back[:7], [1.0, 1.0, 1 + 2**-6, -2.5, 0.0, np.inf, -np.inf])
+    assert np.isnan(back[7])  # NaN stays NaN (a diverged step is still seen)
+    x = np.random.default_rng(0).standard_normal(100_000).astype(np.float32) * 1e-3
+    assert np.max(np.abs(round_trip(x) - x) / np.abs(x)) <= 2**-8
+
+
+@pytest.mark.slow
+def test_bfloat16_between_groups_stays_close_to_the_exact_sum(shared_home):
+    """`[train] link_precision = "bfloat16"`: the ranks still end identical, and within
+    bfloat16's rounding of the exact two-group run."""
+    exact, rounded = shared_home / "groups-exact", shared_home / "groups-bf16"
+    run_cllm("train", *TINY, *STEPS, "--out", exact, "--workers", "2", "--group-size", "1",
+             home=shared_home)
+    result = run_cllm("train", *TINY, *STEPS, "--out", rounded, "--workers", "2",
+                      "--group-size", "1", home=shared_home,
+                      env={"CLLM_TRAIN_LINK_PRECISION": "bfloat16"})
+    (checksums,) = events(result.stderr, "param_checksum")
+    assert len(set(checksums["ranks"])) == 1
+    pa, pb = load_file(exact / "model.safetensors"), load_file(rounded / "model.safetensors")
+    differences = {n: np.linalg.norm(pa[n] - pb[n]) / np.linalg.norm(pa[n]) for n in pa
+                   if not n.endswith("attn.b_qkv") and np.linalg.norm(pa[n]) > 0}
+    assert 0 < max(differences.values()) < 1e-2, differences
+
+
 @pytest.mark.slow
 def test_two_groups_of_two_match_one_worker_drawing_from_two_parts(shared_home):
     one = shared_home / "one-two-parts"
