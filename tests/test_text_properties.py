@@ -39,6 +39,8 @@ from crawler.steps import quality_steps
 from text import bait
 from text.dedup import SCHEMA, SHINGLE, Dedup, DedupIndex, minhash_of, shingle_hashes
 from text.document import Document, Drop, split_at_blank_lines
+from text.language import MAX_CHARS, identify, known_languages
+from text.pii import PLACEHOLDERS, scrub
 from text.extract import (
     MAX_ATTRIBUTES,
     MAX_NON_STARTERS,
@@ -362,3 +364,42 @@ def test_split_at_blank_lines_keeps_order_and_size(text, size):
         found = text.find(doc, at)
         assert found >= 0 and doc == doc.strip()
         at = found + len(doc)
+
+
+# Personal data: the units of addresses and numbers, and real ones among them.
+PII_UNITS = [*UNITS, *bait.PII_UNITS.values(), "jane.doe@example.org ", "93.184.216.34 ",
+             "2a00:1450::200e ", "+44 20 7946 0958 ", "(555) 123-4567 ", "3.11.7 ", "2026-12-01 "]
+pii_texts = st.lists(st.builds(bait.repeat, st.one_of(st.sampled_from(PII_UNITS), unit),
+                               st.integers(0, MB)), min_size=1, max_size=4).map(
+    lambda runs: "".join(runs)[:MB])
+PII_BAIT = {name: bait.repeat(u, MB) for name, u in bait.PII_UNITS.items()}
+
+
+@PROPERTY
+@given(pii_texts)
+@with_bait()
+def test_scrubbing_replaces_each_find_once_and_leaves_nothing_to_find(text):
+    clean, counts = scrub(text)
+    assert scrub(clean) == (clean, {})  # idempotent: nothing it would replace is left
+    for kind, placeholder in PLACEHOLDERS.items():
+        assert clean.count(placeholder) == text.count(placeholder) + counts.get(kind, 0)
+    # The bound: every replaced match is at least 6 characters (a@b.cc) and its placeholder
+    # at most one more, so the text grows by at most a character a match.
+    assert sum(counts.values()) <= len(text) / 6
+    assert len(clean) <= len(text) + counts.get("email", 0)
+
+
+@pytest.mark.parametrize("name", PII_BAIT)
+def test_scrubbing_bait_of_1_mb(name):
+    clean, counts = scrub(PII_BAIT[name])
+    assert len(clean) <= MB + counts.get("email", 0) and scrub(clean) == (clean, {})
+
+
+@PROPERTY
+@given(texts)
+@with_bait()
+@example("")
+def test_language_is_a_known_code_from_a_bounded_sample(text):
+    language, score = identify(text)
+    assert language in known_languages() | {"und"} and 0.0 <= score <= 1.0
+    assert identify(text[:MAX_CHARS]) == (language, score)  # the bound: the sample it reads

@@ -3,7 +3,8 @@ phone numbers replaced by placeholders (`<EMAIL>`, `<IP>`, `<PHONE>`), each kind
 
 What counts as each (after datatrove's PIIFormatter where it has a rule; it has no phones):
 
-- e-mail: a local part of letters, digits and . _ % + - (at most 64), @, a domain of
+- e-mail: a local part of letters, digits and . _ % + - (at most 64, starting with a letter
+  or digit), @, a domain of
   dot-separated labels (letters, digits, inner hyphens; at most 63 each, 10 at most) ending
   in a top-level domain of 2 to 63 letters. `user@host` without a dot is a code idiom, kept.
 - IPv4: four decimal octets of at most 255, without leading zeros, not part of a longer
@@ -39,18 +40,22 @@ from text.document import Document
 KINDS = ("email", "ip", "phone")
 PLACEHOLDERS = {"email": "<EMAIL>", "ip": "<IP>", "phone": "<PHONE>"}
 
+# Each pattern starts only after a character that cannot be inside what it matches, and
+# ends before one; `>` counts as such before and `<` after, so that a text scrubbed once
+# has nothing left to scrub (a placeholder where a match stood does not let a neighbour in).
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-EMAIL = re.compile(rf"(?<![\w.%+-])[\w.%+-]{{1,64}}@(?:{_LABEL}\.){{1,10}}[A-Za-z]{{2,63}}(?![\w-])")
+EMAIL = re.compile(
+    rf"(?<![\w.%+>-])\w[\w.%+-]{{0,63}}@(?:{_LABEL}\.){{1,10}}[A-Za-z]{{2,63}}(?![\w<-])")
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-IPV4 = re.compile(rf"(?<![\w.-]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w-]|\.\d)")
-IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|:)?(?![\w:])")
+IPV4 = re.compile(rf"(?<![\w.>-]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w<-]|\.\d)")
+IPV6 = re.compile(r"(?<![\w:.>])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|:)?(?![\w:<])")
 PHONE = re.compile(
-    r"(?<![\w.+-])(?<!\d )(?:"  # not inside a number, nor after one (a hex dump, a table)
+    r"(?<![\w.+>-])(?<![\d>] )(?:"  # not inside a number, nor after one (a hex dump, a table)
     r"\+\d{1,3}(?:[ .-]?\(\d{1,4}\)|[ .-]\d{1,4}){2,6}|\+\d{8,15}"  # international
     r"|\(\d{2,5}\) ?\d{3,4}[ .-]\d{3,4}"  # (area code)
     r"|\d{3}-\d{3}-\d{4}"  # 555-123-4567
     r"|0[1-9]\d{0,3}(?:[ /-]\d{2,8}){1,4}"  # trunk 0, national
-    r")(?![\w-]|[.,]\d| \d)")
+    r")(?![\w<-]|[.,]\d| \d)")
 _GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
 
 
