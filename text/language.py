@@ -1,12 +1,12 @@
 """Language identification: the step that names a document's language from its text, and
 keeps only the languages asked for.
 
-The model is py3langid's (langid.py's naive Bayes over byte n-grams, 97 languages, ISO 639-1
-codes where there is one), shipped inside the package: nothing is downloaded. Chosen over
+The model is py3langid's (langid.py's naive Bayes over byte n-grams, 140 languages, ISO
+639-1 codes where there is one), shipped inside the package: nothing is downloaded. Chosen over
 CLD2 and Lingua on the labelled set in data/language/ (benchmarks/language_id.py, figures in
 benchmarks/RESULTS.md): as accurate as Lingua (98.9% of 440 paragraphs in 11 languages),
-about 12 times faster, loaded in a second, not 17, in 135 MB, not 1.3 GB (a 5 MB wheel, not
-96 MB); CLD2 is 10 times faster still but abstains or errs on one paragraph in 18.
+13 to 34 times faster, loaded in a second, not 13 to 17, in 135 MB, not 1.3 GB (a 5 MB
+wheel, not 96 MB); CLD2 is 10 times faster still but abstains or errs on one paragraph in 18.
 """
 
 from __future__ import annotations
