@@ -10,6 +10,7 @@ import structlog
 
 from core.catalog import Catalog
 from core.home import Home
+from crawler.drops import read_drops
 from crawler.jobs import unfinished
 from crawler.report import read_reports
 from engine import progress
@@ -33,6 +34,13 @@ def crawls(home: Path) -> dict:
             "totals": {"shards": len(rows), "documents": sum(s["rows"] for s in rows),
                        "bytes": sum(s["bytes"] for s in rows), "new_shards": len(new),
                        "new_documents": sum(s["rows"] for s in new)}}
+
+
+def dropped(home: Path, crawl_id: str) -> list[dict] | None:
+    """A crawl's dropped documents by reason, a few examples each (crawler/drops.py); None
+    for a crawl the home has no record of (the name is only ever looked up, never a path)."""
+    known = {p.name for p in Home(home).crawl_dropped.glob("*") if p.is_dir()}
+    return read_drops(home, crawl_id) if crawl_id in known else None
 
 
 # --- training ----------------------------------------------------------------------------

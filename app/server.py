@@ -17,7 +17,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import iterate_in_threadpool
 
 from app.config import AppConfig
-from app.data import Pipeline, crawls
+from app.data import Pipeline, crawls, dropped
 from app.jobs import Busy, Jobs
 from app.llm import GenerateRequest, Generator
 from app.security import choose_token, listen, secure
@@ -83,6 +83,13 @@ def create_app(config: AppConfig, config_file: str | None = None) -> FastAPI:
     @app.get("/api/crawl")
     def crawl_state():
         return crawls(home) | {"job": job_status("crawl")}
+
+    @app.get("/api/crawl/{crawl_id}/dropped")
+    def crawl_dropped(crawl_id: str):
+        reasons = dropped(home, crawl_id)
+        if reasons is None:
+            raise HTTPException(404, f"no dropped documents recorded for crawl {crawl_id!r}")
+        return {"crawl_id": crawl_id, "reasons": reasons}
 
     @app.post("/api/crawl", status_code=202)
     def crawl_start(body: CrawlRequest):

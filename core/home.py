@@ -7,6 +7,7 @@ nowhere else.
     crawl/lock                             one crawl per home (crawler/run.py)
     crawl/jobs/<crawl_id>/                 job.json and Scrapy's JOBDIR (crawler/jobs.py)
     crawl/reports/<crawl_id>.json          each crawl's report (crawler/report.py)
+    crawl/dropped/<crawl_id>/part-N.parquet  each crawl's dropped documents (crawler/drops.py)
     tokens/                                the token cache (engine/data.py)
     mlflow.db, mlartifacts/                the MLflow registry on SQLite (pipeline/registry.py)
     registry/<name>/<version>/             versions pulled from the registry
@@ -45,6 +46,7 @@ class Home:
     crawl_lock = _Under("crawl", "lock")
     crawl_jobs = _Under("crawl", "jobs")
     crawl_reports = _Under("crawl", "reports")
+    crawl_dropped = _Under("crawl", "dropped")
     # training and the registry
     tokens = _Under("tokens")
     mlflow_db = _Under("mlflow.db")
@@ -87,6 +89,9 @@ class Home:
 
     def crawl_report(self, crawl_id: str) -> Path:
         return self.crawl_reports / f"{crawl_id}.json"
+
+    def crawl_drops(self, crawl_id: str) -> Path:
+        return self.crawl_dropped / crawl_id
 
     def pulled(self, name: str, version: str) -> Path:
         """A registered version, pulled from the registry."""

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from core.files import atomic_path, file_sha256, publish
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: language identified from the text, its score, the declared one
 SCHEMA = pa.schema(
     [
         ("doc_id", pa.string()),
@@ -32,6 +32,8 @@ SCHEMA = pa.schema(
         ("title", pa.string()),
         ("text", pa.string()),
         ("language", pa.string()),
+        ("language_score", pa.float32()),
+        ("declared_language", pa.string()),
         ("fetched_at", pa.timestamp("us", tz="UTC")),
         ("http_status", pa.int16()),
         ("content_type", pa.string()),
@@ -40,6 +42,20 @@ SCHEMA = pa.schema(
     ],
     metadata={"cllm.schema_version": SCHEMA_VERSION,
               "cllm.crawler_version": version("crystalline")},
+)
+SINCE_2 = {"language_score", "declared_language"}  # a shard of schema 1 is still one
+# A crawl's dropped documents (crawl/dropped/<crawl_id>/part-NNNNN.parquet, crawler/drops.py):
+# each with its reason and detail, the text of a sample of them (null for the others).
+DROPS_SCHEMA = pa.schema(
+    [
+        ("url", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("text", pa.string()),
+        ("fetched_at", pa.timestamp("us", tz="UTC")),
+        ("crawl_id", pa.string()),
+    ],
+    metadata={"cllm.schema_version": "1", "cllm.crawler_version": version("crystalline")},
 )
 _PART = re.compile(r"part-(\d{5})\.parquet")
 PARQUET_MAGIC = b"PAR1"
@@ -79,17 +95,24 @@ def text_row(text: str, crawl_id: str, url: str, title: str = "") -> dict:
     elsewhere): status 200, plain text, language undetermined, dated now."""
     return {"doc_id": hashlib.sha256(text.encode("utf-8")).hexdigest(), "url": url,
             "canonical_url": url, "domain": urlsplit(url).hostname or "", "title": title,
-            "text": text, "language": "und", "fetched_at": datetime.now(timezone.utc),
+            "text": text, "language": "und", "language_score": 0.0, "declared_language": "und",
+            "fetched_at": datetime.now(timezone.utc),
             "http_status": 200, "content_type": "text/plain", "n_chars": len(text),
             "crawl_id": crawl_id}
 
 
-def write_shard(path: Path, rows: list[dict]) -> ShardInfo:
-    """Rows as one complete shard at `path`, written whole (see `ShardWriter` for a shard
-    that grows as a crawl goes)."""
+def write_shard(path: Path, rows: list[dict], schema: pa.Schema = SCHEMA) -> ShardInfo:
+    """Rows as one complete shard at `path` (or a file of another `schema`), written whole
+    (see `ShardWriter` for a shard that grows as a crawl goes)."""
     with atomic_path(path) as tmp:
-        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), tmp, compression="zstd")
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp, compression="zstd")
     return describe(path)
+
+
+def last_part(folder: Path) -> int:
+    """The number of the highest part-NNNNN.parquet in a folder; 0 with none."""
+    return max((int(m.group(1)) for p in folder.glob("part-*.parquet")
+                if (m := _PART.fullmatch(p.name))), default=0)
 
 
 def shard_problem(path: Path, sha256: str) -> str | None:
@@ -104,6 +127,8 @@ def shard_problem(path: Path, sha256: str) -> str | None:
         return f"unreadable Parquet ({e})"
     for field in SCHEMA:
         if field.name not in schema.names:
+            if field.name in SINCE_2:
+                continue
             return f"does not match the shard schema: no column {field.name!r}"
         found = schema.field(field.name).type
         if found != field.type:
@@ -124,8 +149,7 @@ class ShardWriter:
         self.dir = crawl_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.max_bytes, self.row_group_rows, self.on_commit = max_bytes, row_group_rows, on_commit
-        numbers = [int(m.group(1)) for p in self.dir.iterdir() if (m := _PART.fullmatch(p.name))]
-        self.next_number = max(numbers, default=0) + 1
+        self.next_number = last_part(self.dir) + 1
         self.rows: list[dict] = []
         self.writer: pq.ParquetWriter | None = None
         self.tmp: Path | None = None

@@ -18,6 +18,7 @@ from pathlib import Path
 from core.config import General
 from core.errors import UserError
 from core.home import Home
+from text.pii import KINDS as PII_KINDS
 
 
 @dataclass
@@ -77,6 +78,16 @@ class CrawlConfig:
     min_terminal_punct_ratio: float = 0.05
     max_short_line_ratio: float = 0.67  # lines under 30 characters (FineWeb)
     max_boilerplate_line_ratio: float = 0.3  # cookie, javascript, copyright lines (C4)
+    # Language: every document's is identified from its text (text/language.py); with a
+    # comma-separated list of codes (en, fr, de: ISO 639-1), documents in others are dropped.
+    languages: str = ""
+    # Personal data replaced in what is written (text/pii.py): any of email, ip, phone; "" none
+    scrub_pii: str = "email,ip,phone"
+    # Every dropped document is recorded (URL, reason, detail) under crawl/dropped/<crawl>/;
+    # the text too of the first `keep_dropped` of each reason, and of this share of the rest
+    # (chosen by URL, so a crawl run again keeps the same pages: 1.0 keeps every text).
+    keep_dropped: int = 20
+    keep_dropped_share: float = 0.0
     # Deduplication
     near_dup_threshold: float = 0.8  # estimated Jaccard similarity of word 5-grams
     minhash_perm: int = 128
@@ -89,7 +100,19 @@ class CrawlConfig:
 
     @property
     def seed_list(self) -> list[str]:
-        return [s.strip() for s in self.seeds.split(",") if s.strip()]
+        return _items(self.seeds)
+
+    @property
+    def language_list(self) -> list[str]:
+        return [code.lower() for code in _items(self.languages)]
+
+    @property
+    def pii_kinds(self) -> tuple[str, ...]:
+        kinds = tuple(_items(self.scrub_pii))
+        if unknown := [k for k in kinds if k not in PII_KINDS]:
+            raise UserError(f"crawl setting scrub_pii: unknown kind(s) {', '.join(unknown)}: "
+                            f"give any of {', '.join(PII_KINDS)}, or \"\" to scrub nothing")
+        return kinds
 
     def validate(self) -> None:
         positive = ["concurrency_per_domain", "max_response_mb", "timeout", "minhash_perm",
@@ -99,10 +122,10 @@ class CrawlConfig:
                     "extract_timeout", "shard_max_minutes"]
         non_negative = ["delay", "retries", "retry_backoff", "max_pages", "max_depth",
                         "max_pages_per_host", "extract_workers", "min_words", "min_stopwords",
-                        "min_mean_word_length"]
+                        "min_mean_word_length", "keep_dropped"]
         ratios = ["max_symbol_ratio", "min_alpha_word_ratio", "max_duplicate_line_ratio",
                   "min_terminal_punct_ratio", "max_short_line_ratio",
-                  "max_boilerplate_line_ratio", "near_dup_threshold"]
+                  "max_boilerplate_line_ratio", "near_dup_threshold", "keep_dropped_share"]
         for name in positive:
             if getattr(self, name) <= 0:
                 raise UserError(f"crawl setting {name} must be positive, not {getattr(self, name)}")
@@ -120,12 +143,23 @@ class CrawlConfig:
         if not self.user_agent.strip():
             raise UserError("crawl setting user_agent must not be empty: name your crawler honestly")
         parse_networks(self.allowed_networks)
+        self.pii_kinds  # noqa: B018 - each a known kind, or a UserError
+        if self.language_list:
+            from text.language import known_languages  # loads the model: only when asked
+
+            if unknown := sorted(set(self.language_list) - known_languages()):
+                raise UserError(f"crawl setting languages: unknown code(s) {', '.join(unknown)}:"
+                                " give ISO 639-1 codes such as en, fr, de")
         if self.blocklist and not Path(self.blocklist).is_file():
             raise UserError(f"crawl blocklist file {self.blocklist} does not exist: "
                             "fix the path or leave blocklist empty")
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _items(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def parse_networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

@@ -19,3 +19,4 @@ class Page:
     fetched_at: datetime
     body_sha256: str  # what the page was, for "unchanged since the last crawl"
     drop: str = ""  # why the page has no document (extraction, quality), decided in a worker
+    detail: str = ""  # what failed (the measure, the language), for the record of drops

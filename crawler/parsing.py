@@ -4,8 +4,10 @@ everything that parses it, so that the thread driving the downloads never does.
 - a page: its body decoded (the BOM, Content-Type or <meta> charset, as Scrapy decodes;
   UTF-16 and UTF-32 included), its links (and a <meta> refresh) as canonical URLs, at most
   `max_links_per_page`, sent first; then, unless the page is unchanged since the last crawl,
-  the extraction step and the quality filters (the stateless text steps): a document or the
-  reason it was dropped. Dedup needs every document of the crawl and stays in the crawl.
+  the extraction step and the stateless text steps (language, quality, personal data:
+  crawler/steps.py `document_steps`): a document, or the reason and detail of its drop with
+  its text (the crawl keeps a sample for audit). Dedup needs every document of the crawl
+  and stays in the crawl.
 - a sitemap: its type and locations.
 
 A page that makes a step raise is the worker's `error` reply (crawler/workers.py): the
@@ -23,10 +25,11 @@ from scrapy.utils.response import get_base_url, get_meta_refresh
 from scrapy.utils.sitemap import Sitemap
 
 from crawler.config import CrawlConfig
-from crawler.steps import quality_steps
+from crawler.steps import document_steps
 from crawler.urls import canonical_url
 from text.document import Document, Drop
 from text.extract import Extract, cap_attributes
+from text.pii import ScrubPII
 
 HTML_TYPES = {"text/html", "application/xhtml+xml"}
 _LINKS = lxml.etree.XPath("//a[not(contains(concat(' ', normalize-space(@rel), ' '), "
@@ -37,7 +40,7 @@ _MAX_REFRESH_DELAY = 100  # seconds: Scrapy's METAREFRESH_MAXDELAY; longer is no
 def start(setup: dict) -> Callable[[dict, bytes], Iterator[dict]]:
     """The handler for this worker's jobs, from the crawl's `[crawl]` settings."""
     config = CrawlConfig(**setup["crawl"])
-    extract, quality = Extract(), quality_steps(config)
+    extract, steps, scrub = Extract(), document_steps(config), ScrubPII(config.pii_kinds)
 
     def handle(header: dict, body: bytes) -> Iterator[dict]:
         if header["kind"] == "sitemap":
@@ -47,7 +50,7 @@ def start(setup: dict) -> Callable[[dict, bytes], Iterator[dict]]:
         if header["media_type"] in HTML_TYPES:
             yield links(response, config.max_links_per_page)
         if header["extract"]:
-            yield document(header, body, response, extract, quality)
+            yield document(header, body, response, extract, steps, scrub)
 
     return handle
 
@@ -88,9 +91,10 @@ def links(response: TextResponse, limit: int) -> dict:
 
 
 def document(header: dict, body: bytes, response: TextResponse | None, extract: Extract,
-             quality: list) -> dict:
-    """The extracted document's fields, or the reason it is dropped; `extracted` tells
-    whether extraction itself found text."""
+             steps: list, scrub: ScrubPII) -> dict:
+    """The document's fields; for a drop, its reason and detail too (and the fields of what
+    extraction found, if it found text, without its personal data: the record of drops keeps
+    a sample of texts). `extracted` tells whether extraction found text."""
     doc = Document(url=header["url"], content_type=header["media_type"], body=body,
                    html=response.text if response is not None else "",
                    content_language=header["content_language"])
@@ -98,12 +102,19 @@ def document(header: dict, body: bytes, response: TextResponse | None, extract: 
     try:
         doc = extract(doc)
         extracted = True
-        for step in quality:
+        for step in steps:
             doc = step(doc)
     except Drop as drop:
-        return {"drop": drop.reason, "extracted": extracted}
-    return {"extracted": True, "doc": {"title": doc.title, "text": doc.text,
-                                       "language": doc.language, "doc_id": doc.doc_id}}
+        return {"drop": drop.reason, "detail": drop.detail, "extracted": extracted} | \
+            ({"doc": fields(scrub(doc))} if extracted else {})
+    return {"extracted": True, "doc": fields(doc)}
+
+
+def fields(doc: Document) -> dict:
+    """What the crawl needs of a document (a Document's keyword arguments)."""
+    return {"title": doc.title, "text": doc.text, "doc_id": doc.doc_id,
+            "language": doc.language, "language_score": doc.language_score,
+            "declared_language": doc.declared_language, "pii": doc.pii}
 
 
 def sitemap(body: bytes, url: str) -> dict:

@@ -6,7 +6,9 @@ the quality filters, and a page they dropped carries its reason (`Page.drop`). H
 reason is counted, and a document goes through dedup (text/dedup.py: it needs every document
 of this crawl and the earlier ones, so it runs in the crawl), then into a shard. A dropped
 page raises Scrapy's `DropItem(reason)`, counted in the crawl stats (`cllm/dropped/<reason>`)
-where the report and the progress bar read it.
+where the report and the progress bar read it, and is recorded (crawler/drops.py) with its
+detail and, for a sample, its text. A written document counts its language
+(`cllm/languages/<code>`) and the personal data replaced in it (`cllm/pii/<kind>`).
 
 When the writer has renamed a shard into place and catalogued it, or when `shard_max_minutes`
 have passed, it sends `checkpoint`, on which the crawl state (crawler/state.py) makes what
@@ -31,6 +33,7 @@ from core.files import storage_problem
 from core.home import Home
 from core.shards import ShardInfo, ShardWriter, describe, remove_temp_files, shard_files
 from crawler.config import CrawlConfig, crawl_config
+from crawler.drops import DropLog
 from crawler.items import Page
 from crawler.state import CrawlState
 from text.dedup import Dedup
@@ -81,19 +84,22 @@ class TextPipeline:
     def open_spider(self) -> None:
         self.state = CrawlState(self.home, self.config.minhash_perm, self.config.near_dup_threshold)
         self.steps = Steps([Dedup(self.state.index)])
+        self.drops = DropLog(self.home, self.crawler.settings["CLLM_CRAWL_ID"],
+                             self.config.keep_dropped, self.config.keep_dropped_share)
         absorbed = self.state.absorb(shard_files(self.home))
         if absorbed:
             log.warning("crawl_state_recovered", shards_absorbed=absorbed)
 
     def process_item(self, item: Page) -> Page:
-        reason = item.drop
+        reason, detail = item.drop, item.detail
         if not reason:
             try:
                 item.doc = self.steps(item.doc)
             except Drop as drop:
-                reason = drop.reason
+                reason, detail = drop.reason, drop.detail
         if reason:
             self.stats.inc_value(f"cllm/dropped/{reason}")
+            self.drops.add(item.doc.url, reason, detail, item.doc.text or None, item.fetched_at)
             raise DropItem(reason)
         self.state.record_url(item.canonical_url, item.body_sha256, item.doc.doc_id)
         return item
@@ -112,6 +118,7 @@ class TextPipeline:
         if self.failed:
             return
         try:
+            self.drops.flush()  # first: a crash between records a drop twice, not never
             self.state.commit(self.home.relative(shard.path) if shard else None)
         except (OSError, sqlite3.OperationalError) as e:
             if (problem := storage_line(e)) is None:
@@ -122,6 +129,7 @@ class TextPipeline:
     def shard_failed(self) -> None:
         self.failed = True
         self.state.discard()
+        self.drops.discard()
 
     def close_spider(self) -> None:
         # Runs after the writer's close_spider (Scrapy closes pipelines in reverse order):
@@ -208,6 +216,8 @@ class ShardWriterPipeline:
             "title": doc.title,
             "text": doc.text,
             "language": doc.language,
+            "language_score": doc.language_score,
+            "declared_language": doc.declared_language,
             "fetched_at": item.fetched_at,
             "http_status": item.status,
             "content_type": doc.content_type,
@@ -215,7 +225,11 @@ class ShardWriterPipeline:
             "crawl_id": self.crawl_id,
         }):
             raise DropItem("lost")  # not written: the next crawl fetches it again
-        self.crawler.stats.inc_value("cllm/docs_written")
+        stats = self.crawler.stats
+        stats.inc_value("cllm/docs_written")
+        stats.inc_value(f"cllm/languages/{doc.language}")
+        for kind, n in doc.pii.items():
+            stats.inc_value(f"cllm/pii/{kind}", n)
         return item
 
     def close_spider(self) -> None:

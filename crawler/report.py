@@ -35,6 +35,8 @@ class CrawlReport:
     shards: list[dict] = field(default_factory=list)  # path, rows, bytes of each new shard
     bytes_written: int = 0
     workers_replaced: int = 0  # extraction workers that ran out of time or died
+    languages: dict[str, int] = field(default_factory=dict)  # documents written per language
+    pii: dict[str, int] = field(default_factory=dict)  # personal data replaced, by kind
     # The verdict: complete when the crawl ran to a clean end (finished, or a page limit)
     # with nothing lost; else `lost` says what was (pages that failed in the pipelines, a
     # shard that could not be written, an unclean end). Paused: neither complete nor lost.
@@ -58,6 +60,8 @@ class CrawlReport:
             f"  pages fetched {self.pages_fetched}, unchanged {self.unchanged}, "
             f"extracted {self.extracted}, documents written {self.docs_written}",
             f"  duplicates: exact {self.duplicates_exact}, near {self.duplicates_near}",
+            f"  languages: {counts(self.languages)}",
+            f"  personal data replaced: {counts(self.pii)}",
             f"  dropped: {counts(self.dropped)}",
             f"  errors: {counts(self.errors)}",
             f"  skipped: {counts(self.skipped)}",

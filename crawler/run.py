@@ -161,4 +161,5 @@ def _report(crawl_id, resumed, reason, stats, invalid, shards) -> CrawlReport:
         shards=[{"path": str(s.path), "rows": s.rows, "bytes": s.bytes} for s in shards],
         bytes_written=sum(s.bytes for s in shards),
         workers_replaced=stats.get("cllm/workers_replaced", 0),
+        languages=by_prefix("cllm/languages/"), pii=by_prefix("cllm/pii/"),
     )

@@ -1,7 +1,8 @@
 """The crawler's text steps (text/), built from its `[crawl]` configuration: the same list
-runs in a crawl (crawler/pipelines.py) and over shards already written.
+runs in a crawl (crawler/parsing.py in its workers, crawler/pipelines.py for dedup) and over
+shards already written.
 
-    steps = Steps(text_steps(crawl, index))    # quality filters, then dedup
+    steps = Steps(text_steps(crawl, index))    # language, quality, personal data, dedup
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from crawler.config import CrawlConfig
 from text.dedup import Dedup, DedupIndex
 from text.document import Step
+from text.language import Language
+from text.pii import ScrubPII
 from text.quality import (
     AlphabeticWords,
     BoilerplateLines,
@@ -38,7 +41,15 @@ def quality_steps(c: CrawlConfig) -> list[Step]:
     ]
 
 
+def document_steps(c: CrawlConfig) -> list[Step]:
+    """The steps of one document on its own (the crawl runs them in its workers): its
+    language identified (and filtered, as datatrove's pipelines, before the rules written
+    for prose), the quality filters, then personal data replaced in what passed."""
+    steps = [Language(frozenset(c.language_list)), *quality_steps(c)]
+    return steps + [ScrubPII(c.pii_kinds)] if c.pii_kinds else steps
+
+
 def text_steps(c: CrawlConfig, index: DedupIndex) -> list[Step]:
-    """What an extracted document goes through before it is written: the quality filters,
-    then deduplication against `index`."""
-    return [*quality_steps(c), Dedup(index)]
+    """What an extracted document goes through before it is written: `document_steps`, then
+    deduplication against `index` (on the text that is written)."""
+    return [*document_steps(c), Dedup(index)]

@@ -147,6 +147,12 @@ def test_crawl_tab_shows_the_crawls_and_new_shards_and_starts_a_crawl(world, pag
     new_rows = page.locator("#shard-table tbody tr.new")
     expect(new_rows).to_have_count(len(new))
     assert new and {world["crawls"][1]["crawl_id"]} == {s.crawl_id for s in new}
+    # the examples of what the first crawl dropped, by reason
+    rows.filter(has_text=world["crawls"][0]["crawl_id"]).get_by_role("button").click()
+    drops = page.locator("#crawl-drops")
+    expect(drops).to_contain_text(f"Dropped documents of crawl {world['crawls'][0]['crawl_id']}")
+    expect(drops.locator("h3", has_text="too_short")).to_have_count(1)
+    expect(drops.locator("blockquote").first).not_to_be_empty()
     shot(page, "crawl")
 
     page.fill("#crawl-seeds", world["site"].url)

@@ -218,6 +218,12 @@ def cllm_crawl(home: Path, *args: str, env: dict | None = None) -> subprocess.Co
      "setting delay in environment CLLM_CRAWL_DELAY must be float, not 'slow'"),
     (["--seeds", "http://127.0.0.1:9/"], {"CLLM_CRAWL_BLOCKLIST": "/no/such/file"},
      "crawl blocklist file /no/such/file does not exist"),
+    (["--seeds", "http://127.0.0.1:9/"], {"CLLM_CRAWL_LANGUAGES": "en,english"},
+     "crawl setting languages: unknown code(s) english: give ISO 639-1 codes"),
+    (["--seeds", "http://127.0.0.1:9/"], {"CLLM_CRAWL_SCRUB_PII": "email,names"},
+     "crawl setting scrub_pii: unknown kind(s) names: give any of email, ip, phone"),
+    (["--seeds", "http://127.0.0.1:9/"], {"CLLM_CRAWL_KEEP_DROPPED": "0.5"},
+     "setting keep_dropped in environment CLLM_CRAWL_KEEP_DROPPED must be int, not '0.5'"),
 ])
 def test_a_bad_command_line_is_one_clear_error(tmp_path, args, env, message):
     home = tmp_path / "home"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 import shutil
 import subprocess
 import sys
@@ -100,18 +101,36 @@ def test_shards_read_back_in_the_architecture_schema(first):
     table = pq.read_table(paths[0])
     assert table.schema.remove_metadata() == SCHEMA.remove_metadata()
     meta = table.schema.metadata
-    assert meta[b"cllm.schema_version"] == b"1" and meta[b"cllm.crawler_version"]
+    assert meta[b"cllm.schema_version"] == b"2" and meta[b"cllm.crawler_version"]
     column = pq.ParquetFile(paths[0]).metadata.row_group(0).column(0)
     assert column.compression == "ZSTD"
     for doc in table.to_pylist():
         assert doc["n_chars"] == len(doc["text"]) and doc["http_status"] == 200
         assert doc["language"] == "en" and doc["content_type"] == "text/html"
+        assert doc["language_score"] > 0.9 and doc["declared_language"] == "en"
         assert doc["domain"] == "127.0.0.1" and doc["fetched_at"].tzinfo is not None
         assert doc["crawl_id"] == first["report"]["crawl_id"]
     with Catalog(home) as catalog:
         (shard,) = catalog.list_shards()
     assert (shard.path, shard.rows, shard.state) == (paths[0], table.num_rows, "new")
     assert shard.bytes == paths[0].stat().st_size
+
+
+def test_every_dropped_page_is_recorded_with_its_reason_and_text(first):
+    report = first["report"]
+    (folder,) = (first["home"] / "crawl" / "dropped").iterdir()
+    assert folder.name == report["crawl_id"]
+    drops = pq.read_table(sorted(folder.glob("part-*.parquet"))).to_pylist()
+    reasons = Counter(d["reason"] for d in drops)
+    assert reasons == Counter(report["dropped"]) + Counter(
+        duplicate_exact=report["duplicates_exact"], duplicate_near=report["duplicates_near"])
+    assert report["languages"] == {"en": report["docs_written"]}
+    junk = {path_of(d["url"]): d for d in drops}
+    assert set(junk) >= {"/tags.html", "/coming-soon.html", "/concordance.html"}
+    for drop in drops:  # fewer than 20 of each reason: every text that was found is kept
+        assert drop["text"] is not None or drop["reason"] == "no_text", drop
+        assert drop["crawl_id"] == report["crawl_id"]
+    assert junk["/coming-soon.html"]["detail"].endswith("words (from 50 to 200000)")
 
 
 def test_recrawls_add_only_what_is_new(first):

@@ -39,6 +39,8 @@ from crawler.steps import quality_steps
 from text import bait
 from text.dedup import SCHEMA, SHINGLE, Dedup, DedupIndex, minhash_of, shingle_hashes
 from text.document import Document, Drop, split_at_blank_lines
+from text.language import MAX_CHARS, identify, known_languages
+from text.pii import PLACEHOLDERS, scrub
 from text.extract import (
     MAX_ATTRIBUTES,
     MAX_NON_STARTERS,
@@ -94,10 +96,11 @@ unit = st.one_of(st.sampled_from(UNITS), st.sampled_from(PARAGRAPHS), st.text(mi
 # A run: a unit repeated to a drawn length, built in one multiplication whatever the size.
 run = st.builds(bait.repeat, unit, st.integers(0, MB))
 texts = st.lists(run, min_size=1, max_size=4).map(lambda runs: "".join(runs)[:MB])
-BAIT_TEXTS = {name: bait.text_bait(name, MB) for name in bait.TEXT_UNITS}
+BAIT_TEXTS = {name: bait.text_bait(name, MB) for name in bait.TEXT_UNITS} | {
+    name: bait.repeat(pii, MB) for name, pii in bait.PII_UNITS.items()}
 
 
-def with_bait(*rest, only=tuple(BAIT_TEXTS)):
+def with_bait(*rest, only=tuple(bait.TEXT_UNITS)):
     """The test also on each named bait text of 1 MB (then `rest`), every run."""
     def decorate(test):
         for name in only:
@@ -362,3 +365,35 @@ def test_split_at_blank_lines_keeps_order_and_size(text, size):
         found = text.find(doc, at)
         assert found >= 0 and doc == doc.strip()
         at = found + len(doc)
+
+
+# Personal data: the units of addresses and numbers, and real ones among them.
+PII_UNITS = [*UNITS, *bait.PII_UNITS.values(), "jane.doe@example.org ", "93.184.216.34 ",
+             "2a00:1450::200e ", "+44 20 7946 0958 ", "(555) 123-4567 ", "3.11.7 ", "2026-12-01 "]
+pii_texts = st.lists(st.builds(bait.repeat, st.one_of(st.sampled_from(PII_UNITS), unit),
+                               st.integers(0, MB)), min_size=1, max_size=4).map(
+    lambda runs: "".join(runs)[:MB])
+
+
+@PROPERTY
+@given(pii_texts)
+@with_bait(only=tuple(BAIT_TEXTS))  # the personal data patterns' bait too
+def test_scrubbing_replaces_each_find_once_and_leaves_nothing_to_find(text):
+    clean, counts = scrub(text)
+    assert scrub(clean) == (clean, {})  # idempotent: nothing it would replace is left
+    for kind, placeholder in PLACEHOLDERS.items():
+        assert clean.count(placeholder) == text.count(placeholder) + counts.get(kind, 0)
+    # The bound: every replaced match is at least 6 characters (a@b.cc) and its placeholder
+    # at most one more, so the text grows by at most a character a match.
+    assert sum(counts.values()) <= len(text) / 6
+    assert len(clean) <= len(text) + counts.get("email", 0)
+
+
+@PROPERTY
+@given(texts)
+@with_bait()
+@example("")
+def test_language_is_a_known_code_from_a_bounded_sample(text):
+    language, score = identify(text)
+    assert language in known_languages() | {"und"} and 0.0 <= score <= 1.0
+    assert identify(text[:MAX_CHARS]) == (language, score)  # the bound: the sample it reads

@@ -36,6 +36,23 @@ TEXT_UNITS: dict[str, tuple[str, str]] = {
 }
 
 
+# Bait for the personal data patterns (text/pii.py): runs of what an address or a number is
+# made of, where a pattern tried at every position would backtrack over the whole run.
+PII_UNITS: dict[str, str] = {
+    "dotted numbers": "1.",  # IPv4 octets
+    "dotted words": "a.",  # e-mail local parts and domains
+    "at signs": "a@",  # e-mail: an @ everywhere, never a domain
+    "domain labels": "a@a.",
+    "long labels": "@" + "a" * 70 + ".",  # labels past their 63 characters
+    "colons": "1:",  # IPv6 groups
+    "hex groups": "2001:db8::",
+    "phone groups": "+1 ",  # international groups
+    "trunk groups": "01 ",  # national numbers with a trunk 0
+    "area codes": "(12) ",
+    "hyphens": "1-1-",
+}
+
+
 def repeat(unit: str, size: int) -> str:
     """`unit` repeated to exactly `size` characters."""
     return (unit * (size // len(unit) + 1))[:size] if unit else ""

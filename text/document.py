@@ -19,21 +19,25 @@ class Document:
     url: str = ""
     text: str = field(default="", repr=False)
     title: str = ""
-    language: str = ""  # primary subtag (en, fr) or und (undetermined)
+    language: str = "und"  # identified from the text (text/language.py): en, fr, ...; und
+    language_score: float = 0.0  # the identifier's probability of `language`
+    declared_language: str = ""  # <html lang> or Content-Language primary subtag, or und
     doc_id: str = ""  # sha256 of the text, set by extraction
     # A fetched page, before extraction (text/extract.py frees body and html after it)
     content_type: str = ""  # media type only, lower case: text/html, text/plain, application/pdf
     body: bytes = field(default=b"", repr=False)
     html: str = field(default="", repr=False)  # the body decoded by its fetcher
     content_language: str = ""  # the Content-Language header, if any
+    pii: dict[str, int] = field(default_factory=dict)  # replacements by kind (text/pii.py)
 
 
 class Drop(Exception):
-    """Raised by a step to filter a document out; `reason` is what reports count."""
+    """Raised by a step to filter a document out; `reason` is what reports count, `detail`
+    what an auditor reads (the measure that failed: "words 12 < 50", "fr 0.99")."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, detail: str = ""):
         super().__init__(reason)
-        self.reason = reason
+        self.reason, self.detail = reason, detail
 
 
 Step = Callable[[Document], Document]

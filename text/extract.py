@@ -28,7 +28,7 @@ TRAFILATURA_OPTIONS = dict(
     include_links=False,
     include_images=False,
     # trafilatura's metadata (dates, authors, ...) costs more than the text itself; the
-    # title comes from <title> and the language from <html lang>.
+    # title comes from <title>, the declared language from <html lang>.
     with_metadata=False,
     deduplicate=False,  # duplicates are the dedup stage's job, across the whole crawl
     # ARIA landmarks that are never main text, whatever trafilatura's heuristics make of
@@ -190,7 +190,7 @@ def extract_plain(text: str) -> Extracted | None:
 
 class Extract:
     """The step: title and main text of a fetched page, normalised, its declared language
-    (<html lang>, else Content-Language) and `doc_id`, the sha256 of the text. Drops a body
+    (<html lang>, else Content-Language: text/language.py identifies the real one) and `doc_id`, the sha256 of the text. Drops a body
     that is really binary (`binary`) and a page without text (`no_text`).
 
     Calling it extracts in this process. A caller with worker processes runs it in parts:
@@ -212,7 +212,7 @@ class Extract:
         if extracted is None or not extracted.text:
             raise Drop("no_text")
         doc.title, doc.text = extracted.title, extracted.text
-        doc.language = html_language(doc.body, doc.content_language)
+        doc.declared_language = html_language(doc.body, doc.content_language)
         doc.body, doc.html = b"", ""  # the raw page is not needed further: free it early
         doc.doc_id = hashlib.sha256(doc.text.encode("utf-8")).hexdigest()
         return doc

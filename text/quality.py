@@ -49,15 +49,20 @@ def reading(text: str) -> Reading:
 
 
 class Filter:
-    """A quality step: keeps the document, or drops it for the reason `problem` names."""
+    """A quality step: keeps the document, or drops it for the reason `problem` names, with
+    the measure that failed (`detail`, computed only for a drop)."""
 
     def __call__(self, doc: Document) -> Document:
-        reason = self.problem(reading(doc.text))
+        r = reading(doc.text)
+        reason = self.problem(r)
         if reason:
-            raise Drop(reason)
+            raise Drop(reason, self.detail(r))
         return doc
 
     def problem(self, r: Reading) -> str | None:
+        raise NotImplementedError
+
+    def detail(self, r: Reading) -> str:
         raise NotImplementedError
 
 
@@ -72,6 +77,9 @@ class WordCount(Filter):
             return "too_long"
         return None
 
+    def detail(self, r: Reading) -> str:
+        return f"{len(r.words)} words (from {self.min_words} to {self.max_words})"
+
 
 class MeanWordLength(Filter):
     """Gibberish and run-together text are words too short or too long on average."""
@@ -80,8 +88,13 @@ class MeanWordLength(Filter):
         self.min_mean, self.max_mean = min_mean, max_mean
 
     def problem(self, r: Reading) -> str | None:
-        mean = sum(map(len, r.words)) / len(r.words) if r.words else 0.0
-        return None if self.min_mean <= mean <= self.max_mean else "word_length"
+        return None if self.min_mean <= self.mean(r) <= self.max_mean else "word_length"
+
+    def mean(self, r: Reading) -> float:
+        return sum(map(len, r.words)) / len(r.words) if r.words else 0.0
+
+    def detail(self, r: Reading) -> str:
+        return f"mean {self.mean(r):.2f} (from {self.min_mean} to {self.max_mean})"
 
 
 class Stopwords(Filter):
@@ -91,8 +104,14 @@ class Stopwords(Filter):
         self.min_stopwords, self.stopwords = min_stopwords, stopwords
 
     def problem(self, r: Reading) -> str | None:
-        found = self.stopwords & set(map(str.lower, r.words))
-        return "no_stopwords" if len(found) < self.min_stopwords else None
+        return "no_stopwords" if len(self.found(r)) < self.min_stopwords else None
+
+    def found(self, r: Reading) -> set[str]:
+        return self.stopwords & set(map(str.lower, r.words))
+
+    def detail(self, r: Reading) -> str:
+        return f"{len(self.found(r))} of {len(self.stopwords)} stopwords (at least " \
+               f"{self.min_stopwords})"
 
 
 class Share(Filter):
@@ -112,6 +131,9 @@ class Share(Filter):
 
     def share(self, r: Reading) -> float:
         raise NotImplementedError
+
+    def detail(self, r: Reading) -> str:
+        return f"{self.share(r):.3f} {'<' if self.at_least else '>'} {self.limit}"
 
 
 def fraction(part: int, whole: int) -> float:

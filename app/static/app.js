@@ -84,13 +84,50 @@ async function refreshCrawl() {
   jobLine("crawl-job", data.job, "crawl");
   fillTable("crawl-table", data.crawls, (c) => [c.crawl_id + (c.resumed ? " (resumed)" : ""),
     c.finish_reason, c.seconds, c.pages_fetched, c.unchanged, c.docs_written, c.bytes_written,
-    `${c.duplicates_exact}, ${c.duplicates_near}`, counts(c.dropped), counts(c.errors)]);
+    counts(c.languages), counts(c.pii), `${c.duplicates_exact}, ${c.duplicates_near}`,
+    counts(c.dropped), counts(c.errors), dropsButton(c.crawl_id)]);
   show("crawl-unfinished", data.unfinished.length ? "Unfinished: " + data.unfinished.map(
     (u) => `${u.crawl_id} (${u.status}; run the same crawl again to resume)`).join(", ") : "");
   fillTable("shard-table", data.shards, (s, tr) => {
     tr.classList.toggle("new", s.state === "new");
     return [s.path, s.crawl_id, s.rows, s.bytes, s.state, s.consumed_by || "-"];
   });
+}
+
+function dropsButton(crawlId) {
+  const button = document.createElement("button");
+  button.textContent = "examples";
+  button.addEventListener("click", () => showDrops(crawlId));
+  return button;
+}
+
+// A few dropped documents of each reason: URL, what failed, the start of the text if kept.
+async function showDrops(crawlId) {
+  const box = $("crawl-drops");
+  try {
+    const data = await getJSON(`/api/crawl/${encodeURIComponent(crawlId)}/dropped`);
+    const title = document.createElement("h2");
+    title.textContent = `Dropped documents of crawl ${data.crawl_id}`;
+    box.replaceChildren(title, ...data.reasons.map((r) => {
+      const part = document.createElement("div");
+      const head = document.createElement("h3");
+      head.textContent = `${r.reason} (${fmt(r.count)})`;
+      part.append(head, ...r.examples.map((e) => {
+        const example = document.createElement("div");
+        example.className = "drop";
+        const line = document.createElement("p");
+        line.textContent = e.detail ? `${e.url} (${e.detail})` : e.url;
+        example.append(line);
+        if (e.excerpt) {
+          const quote = document.createElement("blockquote");
+          quote.textContent = e.excerpt;
+          example.append(quote);
+        }
+        return example;
+      }));
+      return part;
+    }));
+  } catch (e) { show("crawl-drops", e.message, true); }
 }
 
 $("crawl-form").addEventListener("submit", async (event) => {

@@ -167,7 +167,7 @@ class SiteSpider(scrapy.Spider):
         reply = {k: v for r in replies for k, v in r.items()}
         if "error" in reply:
             self.logger.warning("parsing %s failed: %s", header["url"], reply["error"])
-            reply["drop"] = "extract_error"
+            reply["drop"], reply["detail"] = "extract_error", str(reply["error"])[:500]
         return reply
 
     async def parse(self, response):
@@ -195,7 +195,8 @@ class SiteSpider(scrapy.Spider):
             yield Page(doc=Document(url=response.url, content_type=media_type, **fields),
                        canonical_url=url, domain=domain_of(response.url), status=response.status,
                        fetched_at=datetime.now(timezone.utc), body_sha256=body_sha256,
-                       drop="" if fields else reply.get("drop", "no_text"))
+                       drop=reply.get("drop") or ("" if fields else "no_text"),
+                       detail=reply.get("detail", ""))
         depth = response.meta.get("depth", 0) + 1
         for link in reply.get("links", ()):
             if (request := self.follow(link, depth)) is not None:
