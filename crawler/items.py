@@ -19,3 +19,8 @@ class Page:
     fetched_at: datetime
     body_sha256: str  # what the page was, for "unchanged since the last crawl"
     drop: str = ""  # why the page has no document (extraction, quality), decided in a worker
+    # For the next crawl: the response's validators (a conditional request) and the page's
+    # links (followed again when the server answers 304 Not Modified)
+    etag: str | None = None
+    last_modified: str | None = None
+    links: list[str] | None = None

@@ -23,7 +23,6 @@ import faulthandler
 import hashlib
 import os
 import re
-import sqlite3
 import unicodedata
 import zlib
 from pathlib import Path
@@ -34,10 +33,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from trafilatura.utils import load_html
 
+from core.db import Database
 from crawler.config import CrawlConfig
 from crawler.steps import quality_steps
 from text import bait
-from text.dedup import SCHEMA, SHINGLE, Dedup, DedupIndex, minhash_of, shingle_hashes
+from text.dedup import METADATA, SHINGLE, Dedup, DedupIndex, minhash_of, shingle_hashes
 from text.document import Document, Drop, split_at_blank_lines
 from text.extract import (
     MAX_ATTRIBUTES,
@@ -319,9 +319,7 @@ def test_shingle_hashes_match_their_definition(text):
 
 
 def new_index() -> DedupIndex:
-    db = sqlite3.connect(":memory:", isolation_level=None)
-    db.executescript(SCHEMA)
-    return DedupIndex(db, num_perm=64, threshold=0.8)
+    return DedupIndex(Database("", Path(":memory:"), METADATA), num_perm=64, threshold=0.8)
 
 
 @PROPERTY
