@@ -66,6 +66,9 @@ def _engine(url: str, path: Path) -> sa.Engine:
             # Each commit is durable against a killed process; against a power cut, the
             # last ones may be lost, which the next crawl redoes or absorbs (no fsync each).
             dbapi.execute("PRAGMA synchronous=NORMAL")
+            # A claim is a commit of a few pages: the log is copied back every 100 kB or so
+            # (not SQLite's 4 MB), so it never takes much room on a nearly full disk.
+            dbapi.execute("PRAGMA wal_autocheckpoint=25")
 
         @event.listens_for(engine, "begin")
         def _begin(conn):

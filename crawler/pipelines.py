@@ -109,6 +109,11 @@ class TextPipeline:
                 item.doc = self.steps(item.doc)
             except Drop as drop:
                 reason = drop.reason
+            except sa.exc.OperationalError as e:  # the claim not written (a full disk)
+                if (problem := storage_line(e)) is None:
+                    raise
+                lose(self.crawler, problem)
+                raise DropItem("lost") from None
         if reason:
             self.stats.inc_value(f"cllm/dropped/{reason}")
             raise DropItem(reason)
@@ -149,7 +154,11 @@ class TextPipeline:
 
     def shard_failed(self) -> None:
         self.failed = True
-        self.state.discard()
+        try:
+            self.state.discard()
+        except sa.exc.OperationalError as e:  # the claims stay until this crawl is gone
+            if storage_line(e) is None:
+                raise
 
     def close_spider(self) -> None:
         # Runs after the writer's close_spider (Scrapy closes pipelines in reverse order):
@@ -158,7 +167,11 @@ class TextPipeline:
             self.heartbeat.stop()
         if self.state is not None:  # None: the crawl could not even open (a full disk)
             self.checkpoint(None)
-            self.state.close()
+            try:
+                self.state.close()
+            except sa.exc.OperationalError as e:
+                if storage_line(e) is None:
+                    raise
 
 
 class ShardWriterPipeline:

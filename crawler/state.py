@@ -206,8 +206,11 @@ class CrawlState:
         return absorbed
 
     def close(self) -> None:
-        """The end of this process's crawl: claims not written are given up."""
-        self.index.forget()
-        self.db.write(lambda conn: conn.execute(
-            CRAWLERS.delete().where(CRAWLERS.c.owner == self.owner)))
-        self.db.close()
+        """The end of this process's crawl: claims not written are given up (or, if that
+        fails, released by the next crawler once this process is gone)."""
+        try:
+            self.index.forget()
+            self.db.write(lambda conn: conn.execute(
+                CRAWLERS.delete().where(CRAWLERS.c.owner == self.owner)))
+        finally:
+            self.db.close()
