@@ -21,9 +21,9 @@ MAX_POINTS = 1500  # of a loss curve sent to the page: enough for its width
 MAX_CRAWLS = 100
 
 
-def crawls(home: Path) -> dict:
+def crawls(home: Path, database_url: str = "") -> dict:
     """Every crawl's report (newest first), unfinished crawls, and the catalog's shards."""
-    with Catalog(home) as catalog:
+    with Catalog(home, database_url) as catalog:
         shards = catalog.list_shards()
     rows = [{"path": s.name, "crawl_id": s.crawl_id,
              "rows": s.rows, "bytes": s.bytes, "created": s.created, "state": s.state,

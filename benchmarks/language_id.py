@@ -98,7 +98,7 @@ def report(results: dict[str, dict | str], seconds: float) -> str:
              "characters: Debian Reference translations and translated man pages), each "
              "identifier in a process of its own: the share identified right per language, "
              f"then whole passes over the set for at least {seconds:g} s for the speed.", "",
-             f"Command: `.venv/bin/python benchmarks/language_id.py --append`  ",
+             "Command: `.venv/bin/python benchmarks/language_id.py --append`  ",
              f"Machine: {machine()}; lscpu: {lscpu()}", ""]
     lines.append("| language | " + " | ".join(ran) + " |")
     lines.append("| --- |" + " --- |" * len(ran))

@@ -19,7 +19,6 @@ import argparse
 import gc
 import logging
 import os
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 from crawler.config import CrawlConfig  # noqa: E402
 from crawler.steps import quality_steps  # noqa: E402
 from text import bait, quality  # noqa: E402
-from text.dedup import SCHEMA, Dedup, DedupIndex  # noqa: E402
+from core.db import Database  # noqa: E402
+from text.dedup import METADATA, Dedup, DedupIndex  # noqa: E402
 from text.document import Document, Drop, split_at_blank_lines  # noqa: E402
 from text.extract import extract, normalize_text  # noqa: E402
 
@@ -100,8 +100,7 @@ def filter_step(step: quality.Filter):
 def dedup_step():
     """Each run against an empty index of its own (made outside the timed call)."""
     def prepare():
-        db = sqlite3.connect(":memory:", isolation_level=None)
-        db.executescript(SCHEMA)
+        db = Database("", Path(":memory:"), METADATA)
         return Dedup(DedupIndex(db, num_perm=128, threshold=0.8))
     return prepare
 

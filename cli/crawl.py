@@ -47,7 +47,7 @@ def run(args, config) -> int:
             n for n in [config.crawl.allowed_networks, *args.allow_network] if n.strip())
     apply_flags(config.crawl, args, CRAWL_FLAGS)
     report = crawl(seeds, config.home, config.crawl, allowed_domains=args.allowed_domains,
-                   crawl_id=args.crawl_id)
+                   crawl_id=args.crawl_id, database_url=config.database_url)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format())
     if report.lost:
         print(f"cllm crawl: error: crawl {report.crawl_id} incomplete: {report.lost}; run the "

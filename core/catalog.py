@@ -1,10 +1,11 @@
-"""The shard catalog: one SQLite row per complete Parquet shard, `$CLLM_HOME/catalog.sqlite`.
+"""The shard catalog: one row per complete Parquet shard, in `$CLLM_HOME/catalog.sqlite` or
+(with `database_url`) the table `catalog.shards` of the fleet's PostgreSQL database.
 
 The crawler adds a row (state `new`) only after the shard file has been renamed into place,
 so every row names a complete, readable file. Training marks the shards it used `consumed`
 with the model version. Paths are stored relative to the home, so a home can be moved.
 
-    with Catalog(home) as catalog:
+    with Catalog(home, database_url) as catalog:     # or Catalog.of(config)
         for shard in catalog.list_shards(state="new"):
             ...  # shard.path is absolute
         catalog.mark_consumed([s.path for s in shards], version="3")
@@ -16,26 +17,31 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from core.db import connect, transaction
+import sqlalchemy as sa
+
+from core.db import Database
 from core.errors import UserError
 from core.home import Home
 from core.shards import text_row, write_shard
 
 STATES = ("new", "consumed")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS shards (
-    path TEXT PRIMARY KEY,           -- relative to the home: shards/<crawl_id>/part-NNNNN.parquet
-    crawl_id TEXT NOT NULL,
-    rows INTEGER NOT NULL,
-    bytes INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    created TEXT NOT NULL,           -- ISO 8601, UTC
-    state TEXT NOT NULL DEFAULT 'new' CHECK (state IN ('new', 'consumed')),
-    consumed_by TEXT                 -- the model version that trained on it
-);
-CREATE INDEX IF NOT EXISTS shards_state ON shards (state);
-"""
+METADATA = sa.MetaData()
+SHARDS = sa.Table(
+    "shards", METADATA,
+    # relative to the home: shards/<crawl_id>/part-NNNNN.parquet
+    sa.Column("path", sa.Text, primary_key=True),
+    sa.Column("crawl_id", sa.Text, nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.Text, nullable=False),
+    sa.Column("created", sa.Text, nullable=False),  # ISO 8601, UTC
+    sa.Column("state", sa.Text, nullable=False, server_default="new"),
+    sa.Column("consumed_by", sa.Text),  # the model version that trained on it
+    sa.CheckConstraint("state IN ('new', 'consumed')", name="shards_state_known"),
+    sa.Index("shards_state", "state"),
+    schema="catalog",
+)
 
 
 @dataclass(frozen=True)
@@ -52,9 +58,14 @@ class Shard:
 
 
 class Catalog:
-    def __init__(self, home: Path | Home):
+    def __init__(self, home: Path | Home, database_url: str = ""):
         self.home = Home(home)
-        self.db = connect(self.home.catalog, _SCHEMA)
+        self.db = Database(database_url, self.home.catalog, METADATA)
+
+    @classmethod
+    def of(cls, config) -> Catalog:
+        """The catalog of a loaded configuration (its `home` and `database_url`)."""
+        return cls(config.home, config.database_url)
 
     def __enter__(self) -> Catalog:
         return self
@@ -77,47 +88,51 @@ class Catalog:
     def add_shard(self, path: Path | str, crawl_id: str, rows: int, size: int, sha256: str) -> None:
         """Record a complete shard as `new`. Adding the same path again changes nothing."""
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        self.db.execute(
-            "INSERT OR IGNORE INTO shards (path, crawl_id, rows, bytes, sha256, created) "
-            "VALUES (?, ?, ?, ?, ?, ?)", (self._relative(path), crawl_id, rows, size, sha256, created))
+        row = {"path": self._relative(path), "crawl_id": crawl_id, "rows": rows, "bytes": size,
+               "sha256": sha256, "created": created}
+        insert = self.db.insert(SHARDS).values(row).on_conflict_do_nothing(index_elements=["path"])
+        self.db.write(lambda conn: conn.execute(insert))
 
     def list_shards(self, state: str | None = None, crawl_id: str | None = None) -> list[Shard]:
         """Shards in the order they were added, optionally of one state or one crawl."""
         if state is not None and state not in STATES:
             raise UserError(f"shard state {state!r} is unknown: use one of {', '.join(STATES)}")
-        query, args = "SELECT * FROM shards WHERE 1=1", []
+        query = sa.select(SHARDS).order_by(SHARDS.c.created, SHARDS.c.path)
         if state is not None:
-            query, args = query + " AND state = ?", args + [state]
+            query = query.where(SHARDS.c.state == state)
         if crawl_id is not None:
-            query, args = query + " AND crawl_id = ?", args + [crawl_id]
-        rows = self.db.execute(query + " ORDER BY created, path", args).fetchall()
-        return [Shard(self.home.root / r[0], *r) for r in rows]
+            query = query.where(SHARDS.c.crawl_id == crawl_id)
+        rows = self.db.read(lambda conn: conn.execute(query).all())
+        return [Shard(self.home.root / r.path, r.path, *r[1:]) for r in rows]
 
     def has_shard(self, path: Path | str) -> bool:
-        return self.db.execute("SELECT 1 FROM shards WHERE path = ?",
-                               (self._relative(path),)).fetchone() is not None
+        query = sa.select(SHARDS.c.path).where(SHARDS.c.path == self._relative(path))
+        return self.db.read(lambda conn: conn.execute(query).first()) is not None
 
     def mark_consumed(self, paths: list[Path | str], version: str) -> None:
         """Mark shards consumed by a model version, all of them or (on an error) none."""
         relative = [self._relative(p) for p in paths]
-        with transaction(self.db):
+
+        def mark(conn: sa.Connection) -> None:
             for rel in relative:
-                cursor = self.db.execute(
-                    "UPDATE shards SET state = 'consumed', consumed_by = ? WHERE path = ?",
-                    (str(version), rel))
-                if cursor.rowcount == 0:
-                    raise UserError(f"shard {rel} is not in the catalog {self.home.catalog}: "
+                done = conn.execute(SHARDS.update().where(SHARDS.c.path == rel)
+                                    .values(state="consumed", consumed_by=str(version)))
+                if done.rowcount == 0:
+                    raise UserError(f"shard {rel} is not in the catalog ({self.db.where}): "
                                     "list shards with `cllm crawl` output or the catalog")
 
+        self.db.write(mark)
 
-def import_texts(home: Path | Home, crawl_id: str, texts: list[str], part: int = 1) -> Path:
+
+def import_texts(home: Path | Home, crawl_id: str, texts: list[str], part: int = 1,
+                 database_url: str = "") -> Path:
     """Plain texts (brought in from elsewhere, not crawled) as shard `part` of `crawl_id`,
     written whole and catalogued `new`, as a crawl does with the documents it keeps."""
     home = Home(home)
     path = home.crawl_shards(crawl_id) / f"part-{part:05d}.parquet"
     rows = [text_row(t, crawl_id, f"urn:cllm:{crawl_id}:{part}:{i}") for i, t in enumerate(texts)]
     info = write_shard(path, rows)
-    with Catalog(home) as catalog:
+    with Catalog(home, database_url) as catalog:
         catalog.add_shard(path, crawl_id, info.rows, info.bytes, info.sha256)
     return path
 

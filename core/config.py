@@ -39,6 +39,10 @@ class General:
     home: Path = Path("./var")  # CLLM_HOME: where all state lives
     model_name: str = "cllm"  # the registered model's name
     log_format: str = "auto"  # auto (console on a terminal, JSON elsewhere), console, json
+    # CLLM_DATABASE_URL: where the shard catalog and the crawl state live. Empty: SQLite files
+    # under the home; postgresql://user:password@host:port/database: one database that a
+    # fleet of crawlers (and the training) share.
+    database_url: str = ""
 
 
 def sections(config) -> dict[str, object]:

@@ -188,7 +188,8 @@ def new_crawl_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
-def scrapy_settings(crawl: CrawlConfig, home: Path | Home, crawl_id: str) -> dict:
+def scrapy_settings(crawl: CrawlConfig, home: Path | Home, crawl_id: str,
+                    database_url: str = "") -> dict:
     """Scrapy settings from the `[crawl]` config; they override crawler/settings.py."""
     return {
         "USER_AGENT": crawl.user_agent,
@@ -207,6 +208,7 @@ def scrapy_settings(crawl: CrawlConfig, home: Path | Home, crawl_id: str) -> dic
         "CLOSESPIDER_PAGECOUNT": crawl.max_pages,
         "CLLM_HOME": str(Home(home)),
         "CLLM_CRAWL_ID": crawl_id,
+        "CLLM_DATABASE_URL": database_url,  # the catalog and crawl state (core/db.py)
         "CLLM_CRAWL": crawl.as_dict(),
     }
 

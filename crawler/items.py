@@ -20,3 +20,8 @@ class Page:
     body_sha256: str  # what the page was, for "unchanged since the last crawl"
     drop: str = ""  # why the page has no document (extraction, quality), decided in a worker
     detail: str = ""  # what failed (the measure, the language), for the record of drops
+    # For the next crawl: the response's validators (a conditional request) and the page's
+    # links (followed again when the server answers 304 Not Modified)
+    etag: str | None = None
+    last_modified: str | None = None
+    links: list[str] | None = None

@@ -22,6 +22,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import sqlalchemy as sa
+
 import structlog
 from scrapy import signals
 from scrapy.exceptions import DropItem
@@ -29,19 +31,22 @@ from scrapy.utils.defer import deferred_from_coro
 from twisted.internet import task
 
 from core.catalog import Catalog
+from core.errors import Unavailable
 from core.files import storage_problem
 from core.home import Home
 from core.shards import ShardInfo, ShardWriter, describe, remove_temp_files, shard_files
 from crawler.config import CrawlConfig, crawl_config
 from crawler.drops import DropLog
 from crawler.items import Page
-from crawler.state import CrawlState
+from crawler.state import LEASE, CrawlState, UrlRecord
 from text.dedup import Dedup
 from text.document import Drop, Steps
 
 log = structlog.get_logger()
 checkpoint = object()  # signal: a shard (or None: only time) is in place (args: shard)
 shard_failed = object()  # signal: a shard could not be written; what was pending is lost
+revalidated = object()  # signal: a page unchanged since last time, with new validators or
+# links to remember (args: url, record)
 
 
 def lose(crawler, what: str) -> None:
@@ -55,6 +60,8 @@ def lose(crawler, what: str) -> None:
 
 def storage_line(error: Exception) -> str | None:
     """One line for a storage error (a full disk: the system's or SQLite's), else None."""
+    if isinstance(error, sa.exc.OperationalError):
+        error = error.orig
     if isinstance(error, OSError):
         return storage_problem(error)
     if isinstance(error, sqlite3.OperationalError) and \
@@ -71,24 +78,34 @@ class TextPipeline:
         self.crawler, self.stats, self.home, self.config = crawler, crawler.stats, home, config
         self.state: CrawlState | None = None
         self.failed = False  # a shard was lost: nothing more is committed
+        self.database_url = crawler.settings.get("CLLM_DATABASE_URL", "")
+        self.crawl_id = crawler.settings.get("CLLM_CRAWL_ID", "")
+        self.heartbeat = task.LoopingCall(self.beat)
 
     @classmethod
     def from_crawler(cls, crawler):
         pipeline = cls(crawler, Home(crawler.settings["CLLM_HOME"]), crawl_config(crawler.settings))
         crawler.signals.connect(pipeline.checkpoint, signal=checkpoint)
         crawler.signals.connect(pipeline.shard_failed, signal=shard_failed)
+        crawler.signals.connect(pipeline.revalidated, signal=revalidated)
         crawler.signals.connect(pipeline.item_dropped, signal=signals.item_dropped)
         crawler.signals.connect(pipeline.item_error, signal=signals.item_error)
         return pipeline
 
     def open_spider(self) -> None:
-        self.state = CrawlState(self.home, self.config.minhash_perm, self.config.near_dup_threshold)
+        self.state = CrawlState(self.home, self.config.minhash_perm,
+                                self.config.near_dup_threshold, self.database_url, self.crawl_id)
         self.steps = Steps([Dedup(self.state.index)])
         self.drops = DropLog(self.home, self.crawler.settings["CLLM_CRAWL_ID"],
                              self.config.keep_dropped, self.config.keep_dropped_share)
         absorbed = self.state.absorb(shard_files(self.home))
         if absorbed:
             log.warning("crawl_state_recovered", shards_absorbed=absorbed)
+        self.heartbeat.start(LEASE / 6, now=False)
+
+    def beat(self) -> None:
+        # Other crawlers see this one alive (and release the claims of those that are not).
+        self.state.heartbeat()
 
     def process_item(self, item: Page) -> Page:
         reason, detail = item.drop, item.detail
@@ -97,16 +114,29 @@ class TextPipeline:
                 item.doc = self.steps(item.doc)
             except Drop as drop:
                 reason, detail = drop.reason, drop.detail
+            except sa.exc.OperationalError as e:  # the claim not written (a full disk)
+                if (problem := storage_line(e)) is None:
+                    raise
+                lose(self.crawler, problem)
+                raise DropItem("lost") from None
         if reason:
             self.stats.inc_value(f"cllm/dropped/{reason}")
             self.drops.add(item.doc.url, reason, detail, item.doc.text or None, item.fetched_at)
             raise DropItem(reason)
-        self.state.record_url(item.canonical_url, item.body_sha256, item.doc.doc_id)
+        self.record(item, item.doc.doc_id)
         return item
+
+    def record(self, item: Page, doc_id: str | None) -> None:
+        self.state.record_url(item.canonical_url, item.body_sha256, doc_id, item.etag,
+                              item.last_modified, item.links)
 
     def item_dropped(self, item: Page, response, exception, spider) -> None:
         # A dropped page stays dropped until it changes: no need to extract it again.
-        self.state.record_url(item.canonical_url, item.body_sha256)
+        self.record(item, None)
+
+    def revalidated(self, url: str, record: UrlRecord) -> None:
+        self.state.record_url(url, record.body_sha256, record.doc_id, record.etag,
+                              record.last_modified, record.links)
 
     def item_error(self, item: Page, response, spider, failure) -> None:
         # Not in a shard: not remembered either, so the next crawl tries the page again.
@@ -120,23 +150,36 @@ class TextPipeline:
         try:
             self.drops.flush()  # first: a crash between records a drop twice, not never
             self.state.commit(self.home.relative(shard.path) if shard else None)
-        except (OSError, sqlite3.OperationalError) as e:
+        except (OSError, sa.exc.OperationalError) as e:
             if (problem := storage_line(e)) is None:
                 raise
             self.failed = True  # the shard is in place: the next crawl absorbs it
             lose(self.crawler, problem)
+        except Unavailable as e:  # the fleet's database, down for longer than the retries
+            self.failed = True
+            lose(self.crawler, f"the crawl state was not committed: {e}")
 
     def shard_failed(self) -> None:
         self.failed = True
-        self.state.discard()
         self.drops.discard()
+        try:
+            self.state.discard()
+        except sa.exc.OperationalError as e:  # the claims stay until this crawl is gone
+            if storage_line(e) is None:
+                raise
 
     def close_spider(self) -> None:
         # Runs after the writer's close_spider (Scrapy closes pipelines in reverse order):
         # only URLs of dropped pages can be pending here.
+        if self.heartbeat.running:
+            self.heartbeat.stop()
         if self.state is not None:  # None: the crawl could not even open (a full disk)
             self.checkpoint(None)
-            self.state.close()
+            try:
+                self.state.close()
+            except sa.exc.OperationalError as e:
+                if storage_line(e) is None:
+                    raise
 
 
 class ShardWriterPipeline:
@@ -157,7 +200,7 @@ class ShardWriterPipeline:
                    crawl_config(settings))
 
     def open_spider(self) -> None:
-        self.catalog = Catalog(self.home)
+        self.catalog = Catalog(self.home, self.crawler.settings.get("CLLM_DATABASE_URL", ""))
         crawl_dir = self.home.crawl_shards(self.crawl_id)
         crawl_dir.mkdir(parents=True, exist_ok=True)
         remove_temp_files(crawl_dir)
@@ -195,7 +238,7 @@ class ShardWriterPipeline:
         try:
             write(*args)
             return True
-        except (OSError, sqlite3.OperationalError) as e:
+        except (OSError, sa.exc.OperationalError) as e:
             if (problem := storage_line(e)) is None:
                 raise
             # A shard renamed into place before the error is catalogued and absorbed by the

@@ -23,7 +23,7 @@ class CrawlReport:
     finish_reason: str  # finished, shutdown (Ctrl-C: resume later), closespider_pagecount, ...
     seconds: float
     pages_fetched: int
-    unchanged: int  # same body as when last processed: not extracted again
+    unchanged: int  # same body as when last processed (or 304): not extracted again
     extracted: int
     docs_written: int
     duplicates_exact: int
@@ -37,6 +37,8 @@ class CrawlReport:
     workers_replaced: int = 0  # extraction workers that ran out of time or died
     languages: dict[str, int] = field(default_factory=dict)  # documents written per language
     pii: dict[str, int] = field(default_factory=dict)  # personal data replaced, by kind
+    # Of the unchanged: answered 304 Not Modified to a conditional request, so not downloaded
+    not_modified: int = 0
     # The verdict: complete when the crawl ran to a clean end (finished, or a page limit)
     # with nothing lost; else `lost` says what was (pages that failed in the pipelines, a
     # shard that could not be written, an unclean end). Paused: neither complete nor lost.
@@ -57,7 +59,8 @@ class CrawlReport:
         lines = [
             f"crawl {self.crawl_id}{' (resumed)' if self.resumed else ''}: {self.finish_reason} "
             f"in {self.seconds:.1f} s, {self.pages_per_second:.1f} pages/s",
-            f"  pages fetched {self.pages_fetched}, unchanged {self.unchanged}, "
+            f"  pages fetched {self.pages_fetched}, unchanged {self.unchanged} "
+            f"({self.not_modified} not modified), "
             f"extracted {self.extracted}, documents written {self.docs_written}",
             f"  duplicates: exact {self.duplicates_exact}, near {self.duplicates_near}",
             f"  languages: {counts(self.languages)}",

@@ -46,11 +46,12 @@ CLEAN = {"finished", "closespider_pagecount", "closespider_itemcount", "closespi
 
 def crawl(seeds: list[str], home: str | os.PathLike, crawl: CrawlConfig,
           allowed_domains: list[str] | None = None, crawl_id: str | None = None,
-          progress: bool = True) -> CrawlReport:
+          progress: bool = True, database_url: str = "") -> CrawlReport:
     """Crawl from seed URLs (or files of them) into new shards under `home`, with the
     `[crawl]` settings `crawl` (page and depth limits included). `crawl_id` names the crawl
     (default: the UTC time); an unfinished crawl of that id, or else of the same seeds and
-    domains, is resumed. `progress` shows a bar or `crawl_progress` log events."""
+    domains, is resumed. `progress` shows a bar or `crawl_progress` log events.
+    `database_url` holds the catalog and crawl state (empty: SQLite files under the home)."""
     crawl.validate()
     urls, invalid = read_seeds(seeds)
     check_seeds(urls, NetworkPolicy.of(crawl))  # before anything is sent
@@ -69,13 +70,14 @@ def crawl(seeds: list[str], home: str | os.PathLike, crawl: CrawlConfig,
             shutil.rmtree(job.jobdir, ignore_errors=True)
         log.info("crawl_start", crawl_id=job.crawl_id, resumed=resumed, seeds=len(job.seeds),
                  home=str(home))
-        with Catalog(home) as catalog:
+        with Catalog(home, database_url) as catalog:
             before = {s.path for s in catalog.list_shards(crawl_id=job.crawl_id)}
         job.save("running")
 
         settings = Settings()
         settings.setmodule("crawler.settings", priority="project")
-        settings.setdict(scrapy_settings(crawl, home, job.crawl_id), priority="cmdline")
+        settings.setdict(scrapy_settings(crawl, home, job.crawl_id, database_url),
+                         priority="cmdline")
         settings.setdict({"JOBDIR": str(job.jobdir), "CLLM_PROGRESS": progress}, priority="cmdline")
         process = CrawlerProcess(settings)
         crawler = process.create_crawler(SiteSpider)
@@ -91,7 +93,7 @@ def crawl(seeds: list[str], home: str | os.PathLike, crawl: CrawlConfig,
         else:
             job.save("finished")
             shutil.rmtree(job.jobdir, ignore_errors=True)
-        with Catalog(home) as catalog:
+        with Catalog(home, database_url) as catalog:
             new = [s for s in catalog.list_shards(crawl_id=job.crawl_id) if s.path not in before]
         report = _report(job.crawl_id, resumed, reason, stats, invalid, new)
         report.lost, report.complete = lost, not lost and reason in CLEAN
@@ -152,6 +154,7 @@ def _report(crawl_id, resumed, reason, stats, invalid, shards) -> CrawlReport:
         seconds=float(stats.get("elapsed_time_seconds", 0.0)),
         pages_fetched=stats.get("cllm/pages_fetched", 0),
         unchanged=stats.get("cllm/unchanged", 0),
+        not_modified=stats.get("cllm/not_modified", 0),
         extracted=stats.get("cllm/extracted", 0),
         docs_written=stats.get("cllm/docs_written", 0),
         duplicates_exact=dropped.pop("duplicate_exact", 0),

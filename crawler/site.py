@@ -4,6 +4,7 @@ file winning; used for the embedded demo site (data/site/) in the demo, tests an
     server = SiteServer([Path("data/site")])          # started, on a free port
     server.url                                          # http://127.0.0.1:PORT/
     server.publish(Path("data/site-update"))            # new pages "appear" on the site
+    server.bytes_sent                                   # all it wrote, headers included
     server.close()
 
     python -m crawler.site [--update] [--port 8000]    # serve it by hand
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,14 +23,52 @@ DATA = Path(__file__).resolve().parent.parent / "data"
 SITE, SITE_UPDATE = DATA / "site", DATA / "site-update"
 
 
+class _Counted:
+    """The response stream, counting what goes through it."""
+
+    def __init__(self, stream, server):
+        self.stream, self.server = stream, server
+
+    def write(self, data) -> int:
+        with self.server.lock:
+            self.server.bytes_sent += len(data)
+        return self.stream.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
 class _OverlayHandler(SimpleHTTPRequestHandler):
+    """Files with a Last-Modified and an ETag (size and modification time, as nginx), and
+    304 Not Modified to a request that names the current ones (If-None-Match first; the
+    standard library answers If-Modified-Since)."""
+
     def __init__(self, *args, roots: list[Path], requested: list[str], **kwargs):
         self.roots, self.requested = roots, requested
+        self.etag: str | None = None
         super().__init__(*args, directory=str(roots[-1]), **kwargs)
+
+    def setup(self) -> None:
+        super().setup()
+        self.wfile = _Counted(self.wfile, self.server)
 
     def send_head(self):
         self.requested.append(self.path)
+        path = self.translate_path(self.path)
+        self.etag = None
+        if os.path.isfile(path):
+            stat = os.stat(path)
+            self.etag = f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"'
+            if self.etag in self.headers.get("If-None-Match", "").split(", "):
+                self.send_response(304)
+                self.end_headers()
+                return None
         return super().send_head()
+
+    def end_headers(self) -> None:
+        if self.etag:
+            self.send_header("ETag", self.etag)
+        super().end_headers()
 
     def translate_path(self, path: str) -> str:
         for root in self.roots:
@@ -48,12 +88,17 @@ class SiteServer:
         self.requested: list[str] = []  # every path asked for, in order
         handler = functools.partial(_OverlayHandler, roots=self.roots, requested=self.requested)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.httpd.bytes_sent, self.httpd.lock = 0, threading.Lock()
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.httpd.bytes_sent
 
     def publish(self, root: Path) -> None:
         """Serve `root`'s files over the current ones (the handler reads the list per request)."""

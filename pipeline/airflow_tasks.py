@@ -127,7 +127,8 @@ def run_crawl(config: Config, seeds: list[str], max_pages: int | None = None,
     args += ["--max-pages", str(max_pages)] if max_pages is not None else []
     args += ["--max-depth", str(max_depth)] if max_depth is not None else []
     args += ["--allowed-domains", *allowed_domains] if allowed_domains else []
-    command, env = cllm_command(config.home, *args)
+    command, env = cllm_command(config.home, *args,
+                                env={"CLLM_DATABASE_URL": config.database_url})
     with tempfile.TemporaryFile("w+") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.PIPE, text=True,
                                    env=env, start_new_session=True)

@@ -27,10 +27,11 @@ from pipeline.registry import Registry, Version
 FILE = "lineage.json"
 
 
-def describe(home: Home, shards: list[dict], tokenizer_sha256: str, val_fraction: float) -> dict:
+def describe(home: Home, shards: list[dict], tokenizer_sha256: str, val_fraction: float,
+             database_url: str = "") -> dict:
     """The shards a version learned ({"path", "sha256"} as plans name them), with their rows,
     tokens and sites, and the crawls they came from."""
-    with Catalog(home) as catalog:
+    with Catalog(home, database_url) as catalog:
         catalogued = {s.name: s for s in catalog.list_shards()}
     cache = TokenCache(home.tokens)
     described, crawls = [], {}

@@ -113,9 +113,9 @@ def _entry(shard: Shard) -> dict:
     return {"path": shard.name, "sha256": shard.sha256}
 
 
-def new_paths(home: Home) -> set[str]:
+def new_paths(config: Config) -> set[str]:
     """The catalog's `new` shards, as plans and version tags name them."""
-    with Catalog(home) as catalog:
+    with Catalog.of(config) as catalog:
         return {s.name for s in catalog.list_shards(state="new")}
 
 
@@ -157,7 +157,7 @@ def plan_update(config: Config, registry: Registry) -> Plan:
     consumed ones as the replay pool."""
     home = Home(config.home)
     parent = _champion(config, registry, "")
-    with Catalog(home) as catalog:
+    with Catalog.of(config) as catalog:
         new, skipped = _usable(catalog.list_shards(state="new"))
         old = [_entry(s) for s in catalog.list_shards(state="consumed")]
     plan = Plan(_plan_id(PlanKind.UPDATE, parent, new), parent, new, old, skipped,
@@ -168,11 +168,12 @@ def plan_update(config: Config, registry: Registry) -> Plan:
 def plan_from_scratch(config: Config, registry: Registry) -> Plan:
     """Every usable shard of the catalog, new or consumed, for a new model and tokenizer."""
     home = Home(config.home)
-    with Catalog(home) as catalog:
+    with Catalog.of(config) as catalog:
         shards, skipped = _usable(catalog.list_shards())
     if not shards:
         reason = f"; {len(skipped)} unusable" if skipped else ""
-        raise UserError(f"the shard catalog {home.catalog} holds no usable shards{reason}: "
+        where = config.database_url or home.catalog
+        raise UserError(f"the shard catalog ({where}) holds no usable shards{reason}: "
                         "crawl some with `cllm crawl --seeds URL`")
     return _save(home, Plan(_plan_id(PlanKind.SCRATCH, None, shards), None, shards, [],
                             skipped, PlanKind.SCRATCH))
@@ -184,7 +185,7 @@ def plan_retrain(config: Config, registry: Registry) -> Plan:
     exactly these shards (a retrain already registered against champion: `registered_for`)."""
     home = Home(config.home)
     parent = _champion(config, registry, " to retrain against")
-    with Catalog(home) as catalog:
+    with Catalog.of(config) as catalog:
         new, skipped = _usable(catalog.list_shards(state="new"))
         old, skipped_old = _usable(catalog.list_shards(state="consumed"))
     plan = Plan(_plan_id(PlanKind.RETRAIN, parent, new + old), parent, new, old,
@@ -214,7 +215,7 @@ def check_current(config: Config, registry: Registry, plan: Plan) -> None:
     if registry.champion() != plan.parent:
         raise UserError(f"plan {plan.id} was made against version {plan.parent}, which is no "
                         "longer champion: plan again")
-    new = new_paths(Home(config.home))
+    new = new_paths(config)
     gone = [s["path"] for s in plan.new if s["path"] not in new]
     if gone:
         raise UserError(f"plan {plan.id} is stale: shard {gone[0]} is no longer new: plan again")

@@ -48,7 +48,7 @@ def register(config: Config, registry: Registry, plan: Plan, evaluation: Evaluat
               if plan.kind.continues_parent else 0.0}
     e = evaluation
     learned = lineage.describe(Home(config.home), plan.learned, model.tokenizer.sha256,
-                               state["train_config"]["val_fraction"])
+                               state["train_config"]["val_fraction"], config.database_url)
     run_id, source = registry.log_training(
         model.path, params, losses, state["step"] - len(losses), model.metrics.get("history", []),
         {"val_loss_new": e.val_loss_new, "val_loss_old": e.val_loss_old,
@@ -74,8 +74,8 @@ def promote(config: Config, registry: Registry, version: str) -> bool:
     passed = gate.startswith("passed")
     if passed:
         registry.set_champion(version, f"gate {gate}")
-    new = new_paths(home)  # a retrain's older shards stay with their version
-    with Catalog(home) as catalog:
+    new = new_paths(config)  # a retrain's older shards stay with their version
+    with Catalog.of(config) as catalog:
         catalog.mark_consumed([home.root / p for p in registered.shards if p in new], version)
     log.info("promote", version=version, champion=passed, gate=gate)
     return passed
@@ -84,7 +84,7 @@ def promote(config: Config, registry: Registry, version: str) -> bool:
 def reconcile(config: Config, registry: Registry) -> list[str]:
     """Finish the versions that were registered but whose shards are still `new` (the run was
     killed between registering and marking): promote them as their gate says, mark the shards."""
-    new = new_paths(Home(config.home))
+    new = new_paths(config)
     if not new:
         return []
     finished = []

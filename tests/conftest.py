@@ -88,3 +88,33 @@ def small_disk(tmp_path):
     for path in mounts:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server of its own (pipeline/services.py) on a free port, for the session;
+    skipped where PostgreSQL is not installed."""
+    import tempfile
+
+    from pipeline.services import POSTGRES_BIN, Postgres
+
+    if not (POSTGRES_BIN / "initdb").exists():
+        pytest.skip(f"PostgreSQL is not installed ({POSTGRES_BIN})")
+    folder = Path(tempfile.mkdtemp(prefix="cllm-pg-"))
+    folder.chmod(0o755)  # PostgreSQL's own user must reach it
+    server = Postgres(folder / "postgres").start()
+    yield server
+    server.stop()
+    subprocess.run(["rm", "-rf", str(folder)], check=False)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request):
+    """Each test that takes it runs twice: on the embedded SQLite files (""), and on a fresh
+    database of the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return ""
+    server = request.getfixturevalue("postgres")
+    name = f"t{uuid.uuid4().hex[:12]}"
+    server.create(name)
+    return server.url(name, driver="postgresql")

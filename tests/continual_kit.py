@@ -30,9 +30,10 @@ def documents(play: str, size: int = 1500, limit: int | None = None) -> list[str
     return split_at_blank_lines(text, size)[:limit]
 
 
-def write_shard(home: Path, crawl_id: str, texts: list[str], part: int = 1) -> Path:
+def write_shard(home: Path, crawl_id: str, texts: list[str], part: int = 1,
+                database_url: str = "") -> Path:
     """A complete shard of these documents, recorded `new` in the catalog."""
-    return import_texts(home, crawl_id, texts, part)
+    return import_texts(home, crawl_id, texts, part, database_url)
 
 
 def register_file(home: Path, path: Path, crawl_id: str, rows: int | None = None) -> None:
@@ -43,8 +44,8 @@ def register_file(home: Path, path: Path, crawl_id: str, rows: int | None = None
                           len(data), hashlib.sha256(data).hexdigest())
 
 
-def shard_states(home: Path) -> dict[str, tuple[str, str | None]]:
-    with Catalog(home) as catalog:
+def shard_states(home: Path, database_url: str = "") -> dict[str, tuple[str, str | None]]:
+    with Catalog(home, database_url) as catalog:
         return {s.path.relative_to(home.resolve()).as_posix(): (s.state, s.consumed_by)
                 for s in catalog.list_shards()}
 

@@ -50,7 +50,8 @@ def first(tmp_path_factory):
     home = tmp / "home"
     report, result = crawl(home, "--seeds", server.url)
     yield {"root": root, "server": server, "home": home, "report": report, "log": result.stderr,
-           "docs": shard_rows(home), "requested": list(server.requested)}
+           "docs": shard_rows(home), "requested": list(server.requested),
+           "bytes": server.bytes_sent}
     server.close()
 
 
@@ -137,10 +138,15 @@ def test_recrawls_add_only_what_is_new(first):
     home, root, server = first["home"], first["root"], first["server"]
     before = len(shard_rows(home))
 
-    # 1. Nothing changed: nothing new, and no page is extracted again.
+    # 1. Nothing changed: nothing new, and no page is extracted again, nor even downloaded:
+    # each is asked for with its ETag and answered 304 Not Modified, its stored links followed.
+    sent, asked = server.bytes_sent, len(server.requested)
     report, _ = crawl(home, "--seeds", server.url)
     assert report["docs_written"] == 0 and report["shards"] == []
     assert report["extracted"] == 0 and report["unchanged"] == report["pages_fetched"] > 50
+    assert report["not_modified"] == report["pages_fetched"]
+    assert set(server.requested[asked:]) == set(first["requested"])  # every page reached
+    assert server.bytes_sent - sent < first["bytes"] / 20  # robots.txt, sitemap.xml, headers
 
     # 2. One page rewritten (a new passage) and one with a word changed (a near duplicate).
     rewritten = root / "works/areopagitica/3.html"
@@ -153,7 +159,7 @@ def test_recrawls_add_only_what_is_new(first):
     tweaked.write_text(html.replace(" the ", " thee ", 1), encoding="utf-8")
     report, _ = crawl(home, "--seeds", server.url)
     assert report["docs_written"] == 1 and report["duplicates_near"] == 1
-    assert report["extracted"] == 2
+    assert report["extracted"] == 2 and report["not_modified"] == report["pages_fetched"] - 2
     new_docs = shard_rows(home)[before:]
     assert [path_of(d["url"]) for d in new_docs] == ["/works/areopagitica/3.html"]
 

@@ -10,11 +10,10 @@ import pytest
 
 from core.catalog import Catalog
 from core.config import load
-from core.db import connect, transaction
+from core.db import Database
 from core.errors import UserError
 from core.shards import SCHEMA, ShardWriter, remove_temp_files
 from crawler.config import CrawlConfig, CrawlerConfig
-from crawler.state import CrawlState, UrlLog
 from crawler.steps import quality_steps, text_steps
 from crawler.urls import UrlPolicy, canonical_url, check_seed
 from crawlkit import SITE
@@ -110,28 +109,6 @@ def test_crawl_settings_come_from_file_and_environment(tmp_path):
         load(CrawlerConfig, None, environ={"CLLM_CRAWL_DELAI": "1"})
 
 
-def test_dedup_finds_exact_and_near_duplicates_across_crawls(tmp_path):
-    text = "\n\n".join(PARAGRAPHS[:4])
-    near = text.replace(" the ", " thee ", 2)
-    other = "\n\n".join(PARAGRAPHS[10:14])
-    state = CrawlState(tmp_path, num_perm=128, threshold=0.8)
-    assert state.index.check("a", text) is None
-    assert state.index.check("a", text) == "duplicate_exact"
-    assert state.index.check("b", near) == "duplicate_near"
-    state.record_url("http://x/a", "sha-a", "a")
-    state.commit()  # a crash before this commit would have forgotten "a"
-    state.close()
-
-    again = CrawlState(tmp_path, num_perm=128, threshold=0.8)  # the next crawl
-    assert again.index.check("a", text) == "duplicate_exact"
-    assert again.index.check("b", near) == "duplicate_near"
-    assert again.index.check("c", other) is None
-    again.close()
-    urls = UrlLog(tmp_path)
-    assert urls.unchanged("http://x/a", "sha-a") and not urls.unchanged("http://x/a", "sha-b")
-    urls.close()
-
-
 def test_the_text_steps_run_and_count_outside_a_crawl(tmp_path):
     """What a pass over existing shards or an imported corpus does: the crawler's steps on
     plain documents, drops counted by reason, the dedup index in a database of its own."""
@@ -145,7 +122,7 @@ def test_the_text_steps_run_and_count_outside_a_crawl(tmp_path):
         Document(url="http://x/empty", content_type="text/html", body=b"<html></html>",
                  html="<html></html>"),
     ]
-    db = connect(tmp_path / "dedup.sqlite", dedup.SCHEMA)
+    db = Database("", tmp_path / "dedup.sqlite", dedup.METADATA)
     index = dedup.DedupIndex(db, num_perm=128, threshold=0.8)
     steps = Steps([Extract(), *text_steps(CrawlConfig(), index)])
     (kept,) = steps.filter(pages)
@@ -154,8 +131,8 @@ def test_the_text_steps_run_and_count_outside_a_crawl(tmp_path):
     assert kept.doc_id == hashlib.sha256(kept.text.encode()).hexdigest()
     assert steps.dropped == {"duplicate_exact": 1, "binary": 1, "too_short": 1, "no_text": 1}
 
-    with transaction(db):
-        index.save(shard=None)
+    db.write(lambda conn: index.save(conn, "shards/c1/part-00001.parquet"))
+    index.saved()
     again = Steps(text_steps(CrawlConfig(), dedup.DedupIndex(db, num_perm=128, threshold=0.8)))
     with pytest.raises(Drop, match="duplicate_exact"):
         again(Document(text=kept.text, doc_id=kept.doc_id))
@@ -205,10 +182,10 @@ def test_the_shard_writer_rotates_by_size_and_renames_complete_files(tmp_path):
     assert committed[-1].path.name == "part-00004.parquet"
 
 
-def test_the_catalog_marks_shards_consumed_all_or_nothing(tmp_path):
+def test_the_catalog_marks_shards_consumed_all_or_nothing(tmp_path, database_url):
     shard_dir = tmp_path / "shards" / "c1"
     shard_dir.mkdir(parents=True)
-    with Catalog(tmp_path) as catalog:
+    with Catalog(tmp_path, database_url) as catalog:
         for name in ["part-00001.parquet", "part-00002.parquet"]:
             catalog.add_shard(shard_dir / name, "c1", rows=10, size=100, sha256="ab")
         catalog.add_shard(shard_dir / "part-00001.parquet", "c1", rows=10, size=100, sha256="ab")
@@ -222,6 +199,9 @@ def test_the_catalog_marks_shards_consumed_all_or_nothing(tmp_path):
         assert (consumed.path, consumed.consumed_by) == (shard_dir / "part-00001.parquet", "3")
         with pytest.raises(UserError, match="shard state 'old' is unknown"):
             catalog.list_shards(state="old")
+        assert catalog.has_shard(shard_dir / "part-00002.parquet")
+    # On PostgreSQL (database_url) nothing is written under the home.
+    assert (tmp_path / "catalog.sqlite").exists() == (database_url == "")
 
 
 @pytest.mark.parametrize("reason, stats, lost", [

@@ -23,7 +23,6 @@ import faulthandler
 import hashlib
 import os
 import re
-import sqlite3
 import unicodedata
 import zlib
 from pathlib import Path
@@ -34,10 +33,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from trafilatura.utils import load_html
 
+from core.db import Database
 from crawler.config import CrawlConfig
 from crawler.steps import quality_steps
 from text import bait
-from text.dedup import SCHEMA, SHINGLE, Dedup, DedupIndex, minhash_of, shingle_hashes
+from text.dedup import METADATA, SHINGLE, Dedup, DedupIndex, minhash_of, shingle_hashes
 from text.document import Document, Drop, split_at_blank_lines
 from text.language import MAX_CHARS, identify, known_languages
 from text.pii import PLACEHOLDERS, scrub
@@ -322,9 +322,7 @@ def test_shingle_hashes_match_their_definition(text):
 
 
 def new_index() -> DedupIndex:
-    db = sqlite3.connect(":memory:", isolation_level=None)
-    db.executescript(SCHEMA)
-    return DedupIndex(db, num_perm=64, threshold=0.8)
+    return DedupIndex(Database("", Path(":memory:"), METADATA), num_perm=64, threshold=0.8)
 
 
 @PROPERTY
@@ -345,7 +343,7 @@ def test_dedup_marks_copies_and_bounds_its_signature(text):
         with pytest.raises(Drop) as drop:
             step(Document(text=text, doc_id=doc_id))
         assert drop.value.reason == reason
-    assert len(step.index.pending) == 1
+    assert list(step.index.claimed) == [doc.doc_id]  # the one claim, the copies refused
 
 
 @PROPERTY

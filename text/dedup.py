@@ -1,33 +1,63 @@
 """Exact and near-duplicate detection: `doc_id` (the sha256 of the text) for exact, MinHash
 LSH over word 5-grams (as FineWeb) for near duplicates.
 
-The signatures live in a `docs` table (`SCHEMA`) of an SQLite database opened with
-`core.db.connect`: the crawl keeps it in its state (crawler/state.py), so duplicates of
-earlier crawls are caught too; a pass over existing shards can keep one of its own. The LSH
-index is rebuilt in memory from the stored signatures (numpy uint64 bytes, no pickle).
+The index lives in a database (core/db.py, the tables of `METADATA`): `docs` holds every
+document's signature (numpy uint64 bytes, no pickle), `bands` its LSH bands (datasketch's
+choice of bands and rows for the threshold), one document per (band, hash). A new document is
+claimed at once, in its own short transaction: its `docs` row (owned by the process that
+claims it) and its band rows. Two processes racing with the same text meet at the primary
+key of `docs`, with near-duplicate texts at a shared band's row: the database takes one, the
+other is told `duplicate_*`. A claim becomes a kept document when its shard is written
+(`save`, in the caller's transaction) or is given up (`release`). The crawl keeps the index
+in its state (crawler/state.py), so duplicates of earlier crawls and of the other crawlers of
+a fleet are caught too; a pass over existing shards can keep one of its own.
 
-    db = connect(path, SCHEMA)
+    db = Database("", path, METADATA)
     index = DedupIndex(db, num_perm=128, threshold=0.8)
     steps = Steps([..., Dedup(index)])
     ...
-    with transaction(db):
-        index.save(shard)              # the new signatures, with whatever commits with them
+    db.write(lambda conn: index.save(conn, shard))  # with whatever commits with the shard
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
-import sqlite3
+import uuid
 import zlib
 
 import numpy as np
-from datasketch import LeanMinHash, MinHash, MinHashLSH
+import sqlalchemy as sa
+from datasketch import MinHash, MinHashLSH
 
+from core.db import Database
 from text.document import Document, Drop
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS docs (doc_id TEXT PRIMARY KEY, minhash BLOB NOT NULL, shard TEXT);
-"""
+METADATA = sa.MetaData()
+DOCS = sa.Table(
+    "docs", METADATA,
+    sa.Column("doc_id", sa.Text, primary_key=True),
+    sa.Column("minhash", sa.LargeBinary, nullable=False),
+    sa.Column("shard", sa.Text),  # the shard it is in (relative to the home)
+    sa.Column("owner", sa.Text),  # the process holding the claim; NULL once kept
+    sa.Index("docs_claims", "owner", sqlite_where=sa.text("owner IS NOT NULL"),
+             postgresql_where=sa.text("owner IS NOT NULL")),
+    schema="crawl",
+)
+BANDS = sa.Table(
+    "bands", METADATA,
+    sa.Column("band", sa.SmallInteger, primary_key=True),
+    sa.Column("hash", sa.BigInteger, primary_key=True),  # of the band's signature values
+    sa.Column("doc_id", sa.Text, nullable=False),
+    schema="crawl",
+)
+LSH = sa.Table(  # the signature width and banding the `bands` rows were made with
+    "lsh", METADATA,
+    sa.Column("num_perm", sa.Integer, primary_key=True),
+    sa.Column("bands", sa.Integer, nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    schema="crawl",
+)
 _WORD = re.compile(r"\w+")
 SHINGLE = 5  # words per shingle, as in FineWeb's MinHash
 SCHEME = "affine32"  # datasketch's hashing scheme; stored signatures are only valid with it
@@ -59,49 +89,129 @@ def minhash_of(text: str, num_perm: int) -> MinHash:
     return m
 
 
+def signature_of(text: str, num_perm: int) -> bytes:
+    """The MinHash signature as stored: numpy uint64 bytes."""
+    return minhash_of(text, num_perm).hashvalues.astype(np.uint64).tobytes()
+
+
+class _Near(Exception):
+    """A band of the new document is taken: its claim is rolled back."""
+
+
 class DedupIndex:
-    """The documents known so far: every stored one, then each new one as it is checked
-    (held in `pending` until `save` writes it)."""
+    """The documents claimed or kept so far in `db`, by every process that shares it.
+    `owner` names this process's claims (a fresh id by default)."""
 
-    def __init__(self, db: sqlite3.Connection, num_perm: int, threshold: float):
+    def __init__(self, db: Database, num_perm: int, threshold: float, owner: str | None = None):
         self.db, self.num_perm = db, num_perm
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-        self.doc_ids: set[str] = set()
-        self.pending: list[tuple[str, bytes]] = []  # (doc_id, signature) not yet saved
-        for doc_id, blob in db.execute("SELECT doc_id, minhash FROM docs"):
-            self._index(doc_id, np.frombuffer(blob, dtype=np.uint64))
+        self.owner = owner or uuid.uuid4().hex
+        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)  # datasketch's banding
+        self.ranges, self.shape = lsh.hashranges, (num_perm, lsh.b, lsh.r)
+        # One statement for every claim's bands, compiled once
+        self.insert_bands = db.insert(BANDS).values([
+            {"band": i, "hash": sa.bindparam(f"h{i}"), "doc_id": sa.bindparam("doc_id")}
+            for i in range(lsh.b)]).on_conflict_do_nothing()
+        self.claimed: dict[str, bytes] = {}  # this process's claims not yet kept: signatures
+        self.kept: dict[str, bytes] = {}  # documents of a shard (`add`), saved with it
+        self.db.write(self._check_banding)
 
-    def _index(self, doc_id: str, hashvalues: np.ndarray) -> None:
-        self.doc_ids.add(doc_id)
-        if len(hashvalues) == self.num_perm:  # signatures of another width cannot be compared
-            self.lsh.insert(doc_id, LeanMinHash(seed=1, hashvalues=hashvalues, scheme=SCHEME),
-                            check_duplication=False)
+    def _hashes(self, signature: bytes) -> list[int]:
+        values = np.frombuffer(signature, dtype=np.uint64)
+        return [int.from_bytes(hashlib.blake2b(values[start:end].tobytes(), digest_size=8)
+                               .digest(), "little", signed=True) for start, end in self.ranges]
 
-    def _add(self, doc_id: str, m: MinHash) -> None:
-        self._index(doc_id, m.hashvalues)
-        self.pending.append((doc_id, m.hashvalues.astype(np.uint64).tobytes()))
+    def _insert_bands(self, conn: sa.Connection, doc_id: str, signature: bytes) -> int:
+        """How many of the document's bands were free (and are its own now)."""
+        hashes = {f"h{i}": h for i, h in enumerate(self._hashes(signature))}
+        return conn.execute(self.insert_bands, {"doc_id": doc_id} | hashes).rowcount
+
+    def _check_banding(self, conn: sa.Connection) -> None:
+        """Bands of another width or threshold (or none: a state of an older version) are
+        made again from the stored signatures."""
+        if conn.execute(sa.select(LSH.c.num_perm, LSH.c.bands, LSH.c.rows)).all() == [self.shape]:
+            return
+        if conn.dialect.name == "postgresql":  # no claim meanwhile
+            conn.execute(sa.text("LOCK TABLE crawl.bands IN SHARE ROW EXCLUSIVE MODE"))
+        conn.execute(BANDS.delete())
+        conn.execute(LSH.delete())
+        conn.execute(LSH.insert().values(num_perm=self.shape[0], bands=self.shape[1],
+                                         rows=self.shape[2]))
+        width = self.num_perm * 8  # signatures of another width cannot be compared
+        for doc_id, blob in conn.execute(sa.select(DOCS.c.doc_id, DOCS.c.minhash)).all():
+            if len(blob) == width:
+                self._insert_bands(conn, doc_id, blob)
 
     def check(self, doc_id: str, text: str) -> str | None:
-        """'duplicate_exact', 'duplicate_near', or None after adding the new document."""
-        if doc_id in self.doc_ids:
+        """'duplicate_exact', 'duplicate_near', or None: the document is claimed."""
+        if doc_id in self.claimed or doc_id in self.kept:
             return "duplicate_exact"
-        m = minhash_of(text, self.num_perm)
-        if self.lsh.query(m):
+        signature = signature_of(text, self.num_perm)
+        try:
+            claimed = self.db.write(lambda conn: self._claim(conn, doc_id, signature))
+        except _Near:
             return "duplicate_near"
-        self._add(doc_id, m)
+        if not claimed:
+            return "duplicate_exact"
+        self.claimed[doc_id] = signature
         return None
 
-    def add(self, doc_id: str, text: str) -> None:
-        """A document that is already kept elsewhere (in a shard), duplicate or not."""
-        if doc_id not in self.doc_ids:
-            self._add(doc_id, minhash_of(text, self.num_perm))
+    def _claim(self, conn: sa.Connection, doc_id: str, signature: bytes) -> bool:
+        row = {"doc_id": doc_id, "minhash": signature, "owner": self.owner}
+        if not conn.execute(self.db.insert(DOCS).values(row).on_conflict_do_nothing()).rowcount:
+            # Ours only when an earlier try committed but its answer was lost.
+            owner = conn.execute(sa.select(DOCS.c.owner).where(DOCS.c.doc_id == doc_id)).scalar()
+            return owner == self.owner
+        if self._insert_bands(conn, doc_id, signature) < len(self.ranges):
+            raise _Near
+        return True
 
-    def save(self, shard: str | None) -> None:
-        """Write the pending signatures, as documents of `shard`, inside the caller's
-        transaction (with whatever else must be permanent together with them)."""
-        self.db.executemany("INSERT OR IGNORE INTO docs VALUES (?, ?, ?)",
-                            [(doc_id, blob, shard) for doc_id, blob in self.pending])
-        self.pending.clear()
+    def add(self, doc_id: str, text: str) -> None:
+        """A document that is already kept in a shard, duplicate or not (saved with it)."""
+        if doc_id not in self.kept:
+            self.kept[doc_id] = signature_of(text, self.num_perm)
+
+    def save(self, conn: sa.Connection, shard: str) -> int:
+        """In the caller's transaction: this process's claims and the added documents become
+        documents of `shard`. Returns how many claims had been released meanwhile (this
+        process was taken for dead) and were kept all the same: their documents are written."""
+        kept = conn.execute(DOCS.update().where(DOCS.c.owner == self.owner)
+                            .values(owner=None, shard=shard)).rowcount
+        again = self.kept | (self.claimed if kept < len(self.claimed) else {})
+        for doc_id, signature in again.items():
+            conn.execute(self.db.insert(DOCS).values(doc_id=doc_id, minhash=signature, shard=shard)
+                         .on_conflict_do_update(index_elements=["doc_id"],
+                                                set_={"owner": None, "shard": shard}))
+            self._insert_bands(conn, doc_id, signature)
+        return len(self.claimed) - kept
+
+    def saved(self) -> None:
+        """The transaction of `save` committed."""
+        self.claimed.clear()
+        self.kept.clear()
+
+    def release(self, conn: sa.Connection, claims: sa.ColumnElement[bool]) -> int:
+        """In the caller's transaction: the claims `claims` selects (of `DOCS`) given up,
+        whoever held them, their bands too; returns how many."""
+        rows = conn.execute(sa.select(DOCS.c.doc_id, DOCS.c.minhash)
+                            .where(claims, DOCS.c.owner.is_not(None))).all()
+        for doc_id, blob in rows:
+            hashes = self._hashes(blob) if len(blob) == self.num_perm * 8 else []
+            for band, hash_ in enumerate(hashes):
+                conn.execute(BANDS.delete().where(BANDS.c.band == band, BANDS.c.hash == hash_,
+                                                  BANDS.c.doc_id == doc_id))
+            conn.execute(DOCS.delete().where(DOCS.c.doc_id == doc_id))
+        return len(rows)
+
+    def forget(self, doc_ids: list[str] | None = None) -> None:
+        """This process's claims that will not be written (all of them by default, and the
+        added documents then too): others may keep those documents now."""
+        mine = DOCS.c.owner == self.owner
+        if doc_ids is None:
+            self.claimed.clear()
+            self.kept.clear()
+            self.db.write(lambda conn: self.release(conn, mine))
+        elif doc_ids := [d for d in doc_ids if self.claimed.pop(d, None) is not None]:
+            self.db.write(lambda conn: self.release(conn, mine & DOCS.c.doc_id.in_(doc_ids)))
 
 
 class Dedup:

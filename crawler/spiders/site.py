@@ -33,7 +33,8 @@ from crawler.config import CrawlConfig, CrawlerConfig, crawl_config, new_crawl_i
 from crawler.guard import Skipped
 from crawler.items import Page
 from crawler.parsing import HTML_TYPES
-from crawler.state import UrlLog
+from crawler.pipelines import revalidated
+from crawler.state import UrlLog, UrlRecord
 from crawler.urls import Bounds, UrlPolicy, canonical_url, domain_of
 from crawler.workers import ThreadPool, WorkerFailed, WorkerPool
 from text.document import Document
@@ -89,7 +90,8 @@ class SiteSpider(scrapy.Spider):
         super().update_settings(settings)
         if settings.get("CLLM_HOME") is None:  # `scrapy crawl site`: cllm.toml and CLLM_*
             config = load(CrawlerConfig)
-            settings.setdict(scrapy_settings(config.crawl, config.home, new_crawl_id()),
+            settings.setdict(scrapy_settings(config.crawl, config.home, new_crawl_id(),
+                                             config.database_url),
                              priority="cmdline")
 
     @classmethod
@@ -98,7 +100,8 @@ class SiteSpider(scrapy.Spider):
         spider.config = config = crawl_config(crawler.settings)
         spider.policy = UrlPolicy.of(config, spider.allowed_domains)
         spider.bounds = Bounds(config.max_pages_per_host, config.max_queries_per_path)
-        spider.url_log = UrlLog(crawler.settings["CLLM_HOME"])
+        spider.url_log = UrlLog(crawler.settings["CLLM_HOME"],
+                                crawler.settings.get("CLLM_DATABASE_URL", ""))
         spider.pool = start_pool(config)
         crawler.signals.connect(spider.closed_, signal=signals.spider_closed)
         return spider
@@ -119,7 +122,20 @@ class SiteSpider(scrapy.Spider):
         for seed in self.seeds:
             self.urls_seen.add(seed)
             self.bounds.take(seed)
-            yield scrapy.Request(seed, callback=self.parse, errback=self.failed)
+            yield self.page_request(seed)
+
+    def page_request(self, url: str) -> scrapy.Request:
+        """A page's request; conditional when the page was processed before with validators,
+        so an unchanged page is answered 304 Not Modified without its body."""
+        record = self.url_log.lookup(url)
+        headers = {}
+        if record is not None and record.etag:
+            headers["If-None-Match"] = record.etag
+        if record is not None and record.last_modified:
+            headers["If-Modified-Since"] = record.last_modified
+        meta = {"handle_httpstatus_list": [304]} if headers else {}
+        return scrapy.Request(url, callback=self.parse, errback=self.failed, headers=headers,
+                              meta=meta)
 
     def judge(self, url: str) -> str | None:
         """The reason to skip a URL not seen before in this crawl; "" when it was seen."""
@@ -135,7 +151,7 @@ class SiteSpider(scrapy.Spider):
         if reason is None and self.config.max_depth and depth > self.config.max_depth:
             reason = "max_depth"
         if reason is None and (reason := self.bounds.take(url)) is None:
-            return scrapy.Request(url, callback=self.parse, errback=self.failed)
+            return self.page_request(url)
         if reason:
             self.stat(f"skipped/{reason}")
         return None
@@ -172,14 +188,24 @@ class SiteSpider(scrapy.Spider):
 
     async def parse(self, response):
         self.stat("pages_fetched")
+        url = canonical_url(response.url)
+        depth = response.meta.get("depth", 0) + 1
+        if response.status == 304:  # no body: the page as it was, its links as they were
+            self.stat("unchanged")
+            self.stat("not_modified")
+            record = self.url_log.lookup(url)
+            for link in (record.links if record else None) or ():
+                if (request := self.follow(link, depth)) is not None:
+                    yield request
+            return
         media_type = (response.headers.get("Content-Type") or b"").decode("latin-1")
         media_type = media_type.split(";")[0].strip().lower()
         if media_type not in MEDIA_TYPES:
             self.stat("skipped/content_type")
             return
-        url = canonical_url(response.url)
         body_sha256 = hashlib.sha256(response.body).hexdigest()
-        unchanged = self.url_log.unchanged(url, body_sha256)
+        record = self.url_log.lookup(url)
+        unchanged = record is not None and record.body_sha256 == body_sha256
         if unchanged:
             self.stat("unchanged")
             if media_type not in HTML_TYPES:
@@ -189,16 +215,22 @@ class SiteSpider(scrapy.Spider):
             "content_type": (response.headers.get("Content-Type") or b"").decode("latin-1"),
             "content_language": (response.headers.get("Content-Language") or b"").decode("latin-1"),
         }, response.body)
-        if not unchanged:
+        etag, last_modified = (_header(response, name) for name in ("ETag", "Last-Modified"))
+        links = reply.get("links", [])
+        if unchanged:
+            again = UrlRecord(record.body_sha256, record.doc_id, etag, last_modified, links)
+            if again != record:  # validators or links not known yet: remember them
+                self.crawler.signals.send_catch_log(revalidated, url=url, record=again)
+        else:
             self.stat("extracted", int(bool(reply.get("extracted"))))
             fields = reply.get("doc") or {}
             yield Page(doc=Document(url=response.url, content_type=media_type, **fields),
                        canonical_url=url, domain=domain_of(response.url), status=response.status,
                        fetched_at=datetime.now(timezone.utc), body_sha256=body_sha256,
                        drop=reply.get("drop") or ("" if fields else "no_text"),
-                       detail=reply.get("detail", ""))
-        depth = response.meta.get("depth", 0) + 1
-        for link in reply.get("links", ()):
+                       detail=reply.get("detail", ""), etag=etag, last_modified=last_modified,
+                       links=links)
+        for link in links:
             if (request := self.follow(link, depth)) is not None:
                 yield request
         self.stat("skipped/links_per_page", reply.get("more_links", 0))
@@ -227,6 +259,11 @@ class SiteSpider(scrapy.Spider):
         self.stat(stat)
         if stat.startswith("error/"):
             self.logger.info("failed %s: %s", failure.request.url, stat[len("error/"):])
+
+
+def _header(response, name: str) -> str | None:
+    value = response.headers.get(name)
+    return value.decode("latin-1") if value else None
 
 
 def start_pool(config: CrawlConfig) -> WorkerPool | ThreadPool:
