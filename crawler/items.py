@@ -1,4 +1,5 @@
-"""The item that travels through the pipelines: a fetched page and its document."""
+"""The item that travels through the pipelines: a fetched page and its document; and the
+signal the spider sends when it is done with a response."""
 
 from __future__ import annotations
 
@@ -19,3 +20,8 @@ class Page:
     fetched_at: datetime
     body_sha256: str  # what the page was, for "unchanged since the last crawl"
     drop: str = ""  # why the page has no document (extraction, quality), decided in a worker
+
+
+# signal (args: request, items): a callback or errback is over, after `items` Pages; a
+# fleet's frontier (crawler/frontier.py) keeps the request in flight until then.
+request_done = object()
