@@ -75,7 +75,7 @@ def crawl(seeds: list[str], home: str | os.PathLike, crawl: CrawlConfig,
         if fleet.finished:
             raise UserError(f"crawl {crawl_id} in [crawl] frontier {crawl.frontier} has "
                             "finished: give a new --crawl-id to crawl again")
-    lock, shared = lock_home(home, crawl_id if fleet else None)
+    lock, shared = lock_home(home, crawl_id if fleet is not None else None)
     try:
         job, resumed = choose_job(home, crawl_id, urls, allowed)
         if job.status in ("running", "failed") and resumed:
@@ -87,14 +87,14 @@ def crawl(seeds: list[str], home: str | os.PathLike, crawl: CrawlConfig,
         with Catalog(home) as catalog:
             before = {s.path for s in catalog.list_shards(crawl_id=job.crawl_id)}
         job.save("running")
-        if fleet:
+        if fleet is not None:
             lock.release()  # the others of the fleet may join now; the shared lock stays
 
         settings = Settings()
         settings.setmodule("crawler.settings", priority="project")
         settings.setdict(scrapy_settings(crawl, home, job.crawl_id), priority="cmdline")
         settings.setdict({"CLLM_PROGRESS": progress}, priority="cmdline")
-        if not fleet:
+        if fleet is None:
             settings.set("JOBDIR", str(job.jobdir), priority="cmdline")
         process_id = settings.get("CLLM_PROCESS", "")
         process = CrawlerProcess(settings)

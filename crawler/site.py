@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import threading
+import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -22,9 +23,15 @@ SITE, SITE_UPDATE = DATA / "site", DATA / "site-update"
 
 
 class _OverlayHandler(SimpleHTTPRequestHandler):
-    def __init__(self, *args, roots: list[Path], requested: list[str], **kwargs):
-        self.roots, self.requested = roots, requested
+    def __init__(self, *args, roots: list[Path], requested: list[str],
+                 timings: list[tuple[str, float, float]], **kwargs):
+        self.roots, self.requested, self.timings = roots, requested, timings
         super().__init__(*args, directory=str(roots[-1]), **kwargs)
+
+    def do_GET(self):
+        start = time.monotonic()
+        super().do_GET()
+        self.timings.append((self.path, start, time.monotonic()))
 
     def send_head(self):
         self.requested.append(self.path)
@@ -46,7 +53,10 @@ class SiteServer:
     def __init__(self, roots: list[Path], port: int = 0):
         self.roots = [Path(r).resolve() for r in roots]
         self.requested: list[str] = []  # every path asked for, in order
-        handler = functools.partial(_OverlayHandler, roots=self.roots, requested=self.requested)
+        # (path, start, end) of every GET answered, on the monotonic clock: what the site saw
+        self.timings: list[tuple[str, float, float]] = []
+        handler = functools.partial(_OverlayHandler, roots=self.roots, requested=self.requested,
+                                    timings=self.timings)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
