@@ -82,7 +82,7 @@ def create_app(config: AppConfig, config_file: str | None = None) -> FastAPI:
 
     @app.get("/api/crawl")
     def crawl_state():
-        return crawls(home) | {"job": job_status("crawl")}
+        return crawls(home, config.crawl.frontier) | {"job": job_status("crawl")}
 
     @app.post("/api/crawl", status_code=202)
     def crawl_start(body: CrawlRequest):

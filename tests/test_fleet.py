@@ -91,3 +91,18 @@ def test_a_frontier_that_cannot_be_used_is_one_line_naming_the_setting():
         connect(f"redis://127.0.0.1:{free_port(0)}/0")
     with pytest.raises(UserError, match=r"\[crawl\] frontier 'localhost:6379' is not a Redis URL"):
         connect("localhost:6379")
+
+
+def test_the_crawl_tab_shows_a_running_fleet(server, fleet, tmp_path):
+    from app.data import crawls
+    from crawler.jobs import choose_job
+    from core.home import Home
+
+    a = fleet("host-2-bb")
+    job, _ = choose_job(Home(tmp_path), a.crawl_id, ["http://127.0.0.1:9/"], [])
+    job.save("running")
+    a.beat(lease=30, active=0, info={"host": "h", "pages": 1, "docs": 1, "state": "running"},
+           join=True)
+    [shown] = crawls(tmp_path, server.url)["fleets"]
+    assert shown["crawl_id"] == a.crawl_id and shown["processes"][0]["process"] == "host-2-bb"
+    assert crawls(tmp_path)["fleets"] == []  # no frontier configured: nothing to read
