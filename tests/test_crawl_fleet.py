@@ -55,6 +55,13 @@ def test_a_fleet_loses_nothing_to_a_kill_or_a_redis_restart_and_stays_polite(tmp
     expected = doc_ids(tmp_path / "single")
 
     frontier = Redis(tmp_path / "redis").start()
+    try:
+        fleet_crawl(tmp_path, root, frontier, expected)
+    finally:
+        frontier.stop()  # (restarted in place by fleet_crawl)
+
+
+def fleet_crawl(tmp_path, root, frontier, expected) -> None:
     site = SiteServer([root])
     home = tmp_path / "fleet"
     env = cllm_env(home, {"CLLM_CRAWL_FRONTIER": frontier.url, "CLLM_CRAWL_IDLE_TIMEOUT": "3",
@@ -86,7 +93,7 @@ def test_a_fleet_loses_nothing_to_a_kill_or_a_redis_restart_and_stays_polite(tmp
         victim.send_signal(signal.SIGKILL)
         victim.wait()
         frontier.stop()  # Redis restarted: its append-only file keeps the frontier
-        frontier = Redis(tmp_path / "redis", frontier.port).start()
+        frontier.start()
         assert other.wait(60) == 2 and "fleet crawl f1 is running" in other.stderr.read()
         survivors = [p for p in processes if p is not victim]
         reports = []
@@ -100,28 +107,25 @@ def test_a_fleet_loses_nothing_to_a_kill_or_a_redis_restart_and_stays_polite(tmp
                 process.kill()
         site.close()
 
-    try:
-        # The fleet ended by itself, every page crawled once: nothing lost, nothing twice.
-        assert all(r["finish_reason"] == "finished" and r["complete"] for r in reports)
-        got = doc_ids(home)
-        assert sorted(got) == sorted(expected) and len(set(got)) == len(got)
-        assert sum(r["docs_written"] for r in reports) == len(expected)
-        assert not list(home.glob("shards/f1/.*.tmp"))
-        assert all(p.name.startswith("part-") and p.name.count("-") >= 3
-                   for p in home.glob("shards/f1/*.parquet"))
-        names = {p.name for p in (home / "crawl" / "reports").glob("f1.*.json")}
-        assert names == {f"f1.{r['process']}.json" for r in reports}
-        # Polite across the fleet: the site's own log.
-        timings = sorted(site.timings, key=lambda t: t[1])
-        assert overlap(timings) <= SLOTS
-        gaps = [b[1] - a[1] for a, b in zip(timings, timings[1:])]
-        assert min(gaps) >= DELAY - 0.01  # what a request's way to the server varies
-        assert [t[0] for t in timings].count("/robots.txt") == 1  # once per crawl
-        # A finished crawl id is not started again.
-        again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
-        assert again.returncode == 2 and "has finished: give a new --crawl-id" in again.stderr
-    finally:
-        frontier.stop()
+    # The fleet ended by itself, every page crawled once: nothing lost, nothing twice.
+    assert all(r["finish_reason"] == "finished" and r["complete"] for r in reports)
+    got = doc_ids(home)
+    assert sorted(got) == sorted(expected) and len(set(got)) == len(got)
+    assert sum(r["docs_written"] for r in reports) == len(expected)
+    assert not list(home.glob("shards/f1/.*.tmp"))
+    assert all(p.name.startswith("part-") and p.name.count("-") >= 3
+               for p in home.glob("shards/f1/*.parquet"))
+    names = {p.name for p in (home / "crawl" / "reports").glob("f1.*.json")}
+    assert names == {f"f1.{r['process']}.json" for r in reports}
+    # Polite across the fleet: the site's own log.
+    timings = sorted(site.timings, key=lambda t: t[1])
+    assert overlap(timings) <= SLOTS
+    gaps = [b[1] - a[1] for a, b in zip(timings, timings[1:])]
+    assert min(gaps) >= DELAY - 0.01  # what a request's way to the server varies
+    assert [t[0] for t in timings].count("/robots.txt") == 1  # once per crawl
+    # A finished crawl id is not started again.
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "has finished: give a new --crawl-id" in again.stderr
 
 
 def test_an_unreachable_frontier_is_one_line_and_exit_2(tmp_path):
