@@ -11,6 +11,7 @@ import structlog
 from core.catalog import Catalog
 from core.home import Home
 from crawler.drops import read_drops
+from crawler.fleet import status as fleet_status
 from crawler.jobs import unfinished
 from crawler.report import read_reports
 from engine import progress
@@ -21,15 +22,19 @@ MAX_POINTS = 1500  # of a loss curve sent to the page: enough for its width
 MAX_CRAWLS = 100
 
 
-def crawls(home: Path, database_url: str = "") -> dict:
-    """Every crawl's report (newest first), unfinished crawls, and the catalog's shards."""
+def crawls(home: Path, database_url: str = "", frontier: str = "") -> dict:
+    """Every crawl's report (newest first), unfinished crawls, and the catalog's shards; with
+    a `[crawl] frontier`, each running crawl's fleet as Redis has it (crawler/fleet.py)."""
     with Catalog(home, database_url) as catalog:
         shards = catalog.list_shards()
     rows = [{"path": s.name, "crawl_id": s.crawl_id,
              "rows": s.rows, "bytes": s.bytes, "created": s.created, "state": s.state,
              "consumed_by": s.consumed_by} for s in reversed(shards)]
     new = [s for s in rows if s["state"] == "new"]
-    return {"crawls": read_reports(home, MAX_CRAWLS), "unfinished": unfinished(home),
+    waiting = unfinished(home)
+    fleets = [fleet_status(frontier, u["crawl_id"]) for u in waiting
+              if frontier and u["status"] == "running"]
+    return {"crawls": read_reports(home, MAX_CRAWLS), "unfinished": waiting, "fleets": fleets,
             "shards": rows,
             "totals": {"shards": len(rows), "documents": sum(s["rows"] for s in rows),
                        "bytes": sum(s["bytes"] for s in rows), "new_shards": len(new),

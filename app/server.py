@@ -82,7 +82,8 @@ def create_app(config: AppConfig, config_file: str | None = None) -> FastAPI:
 
     @app.get("/api/crawl")
     def crawl_state():
-        return crawls(home, config.database_url) | {"job": job_status("crawl")}
+        return crawls(home, config.database_url, config.crawl.frontier) | \
+            {"job": job_status("crawl")}
 
     @app.get("/api/crawl/{crawl_id}/dropped")
     def crawl_dropped(crawl_id: str):

@@ -13,7 +13,7 @@ from core.config import apply_flags
 from core.errors import UserError
 
 # Numbers arrive as strings and are converted by the config, so a bad value is one line.
-CRAWL_FLAGS = ["max_pages", "max_depth", "delay"]
+CRAWL_FLAGS = ["max_pages", "max_depth", "delay", "frontier"]
 
 
 def add(sub) -> None:
@@ -31,7 +31,10 @@ def add(sub) -> None:
                    "repeatable, added to [crawl] allowed_networks")
     p.add_argument("--delay", metavar="SECONDS", help="seconds between requests to one site")
     p.add_argument("--crawl-id", metavar="ID", help="name of the crawl (default: UTC time); "
-                   "the id of an unfinished crawl resumes it")
+                   "the id of an unfinished crawl resumes it; with a frontier, the same id on "
+                   "every process makes one crawl")
+    p.add_argument("--frontier", metavar="REDIS_URL", help="crawl as one process of a fleet "
+                   "sharing this Redis frontier (default: [crawl] frontier; see the README)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=run)
 

@@ -5,8 +5,9 @@ nowhere else.
     catalog.sqlite                         one row a shard, its state (core/catalog.py)
     crawl/state.sqlite                     seen URLs, dedup index (crawler/state.py)
     crawl/lock                             one crawl per home (crawler/run.py)
+    crawl/lock.<crawl_id>                  the processes of one fleet crawl (shared)
     crawl/jobs/<crawl_id>/                 job.json and Scrapy's JOBDIR (crawler/jobs.py)
-    crawl/reports/<crawl_id>.json          each crawl's report (crawler/report.py)
+    crawl/reports/<crawl_id>[.<process>].json  each crawl's (process's) report (crawler/report.py)
     crawl/dropped/<crawl_id>/part-N.parquet  each crawl's dropped documents (crawler/drops.py)
     tokens/                                the token cache (engine/data.py)
     mlflow.db, mlartifacts/                the MLflow registry on SQLite (pipeline/registry.py)
@@ -87,8 +88,13 @@ class Home:
     def crawl_job(self, crawl_id: str) -> Path:
         return self.crawl_jobs / crawl_id
 
-    def crawl_report(self, crawl_id: str) -> Path:
-        return self.crawl_reports / f"{crawl_id}.json"
+    def crawl_report(self, crawl_id: str, process: str = "") -> Path:
+        """A crawl's report; each process of a fleet crawl has its own."""
+        return self.crawl_reports / f"{crawl_id}{'.' + process if process else ''}.json"
+
+    def crawl_fleet_lock(self, crawl_id: str) -> Path:
+        """Held (shared) by every process of a fleet crawl on this home."""
+        return self.crawl / f"lock.{crawl_id}"
 
     def crawl_drops(self, crawl_id: str) -> Path:
         return self.crawl_dropped / crawl_id

@@ -13,19 +13,22 @@ class FileLock:
         self.path = path
         self.file = None
 
-    def acquire(self, wait: bool) -> bool:
+    def acquire(self, wait: bool, shared: bool = False) -> bool:
         """Take the lock: at once, or (with `wait`) when its holder lets go. False when it
-        is held and `wait` is off."""
+        is held and `wait` is off. A `shared` lock is held by any number of processes at
+        once, and keeps the exclusive one out."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         file = self.path.open("a+")
         try:
-            fcntl.flock(file, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            fcntl.flock(file, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) |
+                        (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             file.close()
             return False
-        file.truncate(0)
-        file.write(str(os.getpid()))
-        file.flush()
+        if not shared:
+            file.truncate(0)
+            file.write(str(os.getpid()))
+            file.flush()
         self.file = file
         return True
 

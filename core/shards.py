@@ -1,7 +1,8 @@
 """The shard format: Parquet files in the architecture's schema, written so no reader sees
 half of one, and the check that a file still is one.
 
-A shard is `$CLLM_HOME/shards/<crawl_id>/part-NNNNN.parquet`. Rows are written to a hidden
+A shard is `$CLLM_HOME/shards/<crawl_id>/part-NNNNN.parquet`, or `part-<process>-NNNNN.parquet`
+when the processes of a fleet write into one folder (the process id is unique). Rows are written to a hidden
 temp file (`.part-NNNNN.parquet.tmp`) one row group at a time; once the file reaches the
 size limit, or the writer is closed, it is closed, synced and renamed into place.
 """
@@ -57,7 +58,7 @@ DROPS_SCHEMA = pa.schema(
     ],
     metadata={"cllm.schema_version": "1", "cllm.crawler_version": version("crystalline")},
 )
-_PART = re.compile(r"part-(\d{5})\.parquet")
+_NUMBER = re.compile(r"(\d{5})\.parquet")
 PARQUET_MAGIC = b"PAR1"
 
 
@@ -74,9 +75,10 @@ def shard_files(home: Path) -> list[Path]:
     return sorted(Path(home).glob("shards/*/part-*.parquet"))
 
 
-def remove_temp_files(crawl_dir: Path) -> None:
-    """Half-written shards of a crawl that was killed: never visible, now gone."""
-    for tmp in crawl_dir.glob(".part-*.parquet.tmp"):
+def remove_temp_files(crawl_dir: Path, process: str = "") -> None:
+    """Half-written shards of a crawl that was killed (or of one process of a fleet): never
+    visible, now gone."""
+    for tmp in crawl_dir.glob(f".part-{process + '-' if process else ''}*.parquet.tmp"):
         tmp.unlink()
 
 
@@ -109,10 +111,10 @@ def write_shard(path: Path, rows: list[dict], schema: pa.Schema = SCHEMA) -> Sha
     return describe(path)
 
 
-def last_part(folder: Path) -> int:
-    """The number of the highest part-NNNNN.parquet in a folder; 0 with none."""
-    return max((int(m.group(1)) for p in folder.glob("part-*.parquet")
-                if (m := _PART.fullmatch(p.name))), default=0)
+def last_part(folder: Path, prefix: str = "part-") -> int:
+    """The number of the highest <prefix>NNNNN.parquet in a folder; 0 with none."""
+    return max((int(m.group(1)) for p in folder.glob(f"{prefix}*.parquet")
+                if (m := _NUMBER.fullmatch(p.name[len(prefix):]))), default=0)
 
 
 def shard_problem(path: Path, sha256: str) -> str | None:
@@ -142,14 +144,16 @@ def shard_problem(path: Path, sha256: str) -> str | None:
 class ShardWriter:
     """Buffers rows, writes row groups of `row_group_rows`, rotates at `max_bytes`;
     `on_commit(ShardInfo)` runs after each shard is renamed into place. A caller with a
-    time limit as well calls `close()` when it is up: the next row starts a new shard."""
+    time limit as well calls `close()` when it is up: the next row starts a new shard. With
+    `process`, its shards are `part-<process>-NNNNN.parquet`."""
 
     def __init__(self, crawl_dir: Path, max_bytes: int, row_group_rows: int,
-                 on_commit: Callable[[ShardInfo], None]):
+                 on_commit: Callable[[ShardInfo], None], process: str = ""):
         self.dir = crawl_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.max_bytes, self.row_group_rows, self.on_commit = max_bytes, row_group_rows, on_commit
-        self.next_number = last_part(self.dir) + 1
+        self.name = f"part-{process}-" if process else "part-"
+        self.next_number = last_part(self.dir, self.name) + 1
         self.rows: list[dict] = []
         self.writer: pq.ParquetWriter | None = None
         self.tmp: Path | None = None
@@ -175,7 +179,7 @@ class ShardWriter:
 
     def _write_row_group(self) -> None:
         if self.writer is None:
-            self.tmp = self.dir / f".part-{self.next_number:05d}.parquet.tmp"
+            self.tmp = self.dir / f".{self.name}{self.next_number:05d}.parquet.tmp"
             self.writer = pq.ParquetWriter(self.tmp, SCHEMA, compression="zstd")
         self.writer.write_table(pa.Table.from_pylist(self.rows, schema=SCHEMA),
                                 row_group_size=self.row_group_rows)
@@ -183,7 +187,7 @@ class ShardWriter:
 
     def _commit(self) -> None:
         self.writer.close()
-        final = self.dir / f"part-{self.next_number:05d}.parquet"
+        final = self.dir / f"{self.name}{self.next_number:05d}.parquet"
         publish(self.tmp, final)
         self.writer, self.tmp = None, None
         self.next_number += 1

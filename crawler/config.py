@@ -97,6 +97,15 @@ class CrawlConfig:
     # much work (the crawl state is committed with each shard).
     shard_max_minutes: float = 10.0
     row_group_rows: int = 1000
+    # A fleet: a Redis URL (redis://host:6379/0) makes every `cllm crawl --crawl-id ID` with
+    # the same frontier one crawl, on any number of machines (crawler/frontier.py); empty
+    # crawls in this process alone, its queue under the home (JOBDIR).
+    frontier: str = ""
+    # Seconds the whole fleet must have nothing to do before every process ends.
+    idle_timeout: float = 30.0
+    # Seconds without a heartbeat after which a process is given up and its requests
+    # crawled by the others (a stalled process, a lost machine).
+    frontier_lease: float = 30.0
 
     @property
     def seed_list(self) -> list[str]:
@@ -119,7 +128,7 @@ class CrawlConfig:
                     "shard_max_mb", "row_group_rows", "max_words", "max_links_per_page",
                     "max_url_length", "max_path_repeats", "max_query_params",
                     "max_queries_per_path", "max_sitemap_depth", "max_sitemaps_per_host",
-                    "extract_timeout", "shard_max_minutes"]
+                    "extract_timeout", "shard_max_minutes", "idle_timeout", "frontier_lease"]
         non_negative = ["delay", "retries", "retry_backoff", "max_pages", "max_depth",
                         "max_pages_per_host", "extract_workers", "min_words", "min_stopwords",
                         "min_mean_word_length", "keep_dropped"]
@@ -189,8 +198,10 @@ def new_crawl_id() -> str:
 
 
 def scrapy_settings(crawl: CrawlConfig, home: Path | Home, crawl_id: str,
-                    database_url: str = "") -> dict:
-    """Scrapy settings from the `[crawl]` config; they override crawler/settings.py."""
+                    database_url: str = "", process: str = "") -> dict:
+    """Scrapy settings from the `[crawl]` config; they override crawler/settings.py. With a
+    frontier, `process` names this process in the fleet (default: a new id)."""
+    fleet = fleet_settings(crawl, process) if crawl.frontier else {}
     return {
         "USER_AGENT": crawl.user_agent,
         "DOWNLOAD_DELAY": crawl.delay,
@@ -210,7 +221,22 @@ def scrapy_settings(crawl: CrawlConfig, home: Path | Home, crawl_id: str,
         "CLLM_CRAWL_ID": crawl_id,
         "CLLM_DATABASE_URL": database_url,  # the catalog and crawl state (core/db.py)
         "CLLM_CRAWL": crawl.as_dict(),
+    } | fleet
+
+
+def fleet_settings(crawl: CrawlConfig, process: str) -> dict:
+    """A fleet's frontier and politeness in Redis instead of JOBDIR and Scrapy's slots."""
+    from crawler import settings
+    from crawler.fleet import process_id
+
+    middlewares = dict(settings.DOWNLOADER_MIDDLEWARES) | {
+        "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
+        "crawler.polite.FleetRobotsTxt": 100,  # where Scrapy's own one sits
+        "crawler.polite.FleetPoliteness": 950,  # last before the download
     }
+    return {"SCHEDULER": "crawler.frontier.Scheduler", "CLLM_FRONTIER": crawl.frontier,
+            "CLLM_PROCESS": process or process_id(), "DOWNLOAD_DELAY": 0,
+            "DOWNLOADER_MIDDLEWARES": middlewares}
 
 
 def crawl_config(settings) -> CrawlConfig:

@@ -1,4 +1,5 @@
-"""The item that travels through the pipelines: a fetched page and its document."""
+"""The item that travels through the pipelines: a fetched page and its document; and the
+signal the spider sends when it is done with a response."""
 
 from __future__ import annotations
 
@@ -25,3 +26,8 @@ class Page:
     etag: str | None = None
     last_modified: str | None = None
     links: list[str] | None = None
+
+
+# signal (args: request, items): a callback or errback is over, after `items` Pages; a
+# fleet's frontier (crawler/frontier.py) keeps the request in flight until then.
+request_done = object()

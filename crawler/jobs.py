@@ -75,6 +75,12 @@ def unfinished(home: str | os.PathLike) -> list[dict]:
             for job in _unfinished_jobs(Home(home))]
 
 
+def check_crawl_id(crawl_id: str) -> None:
+    if not _CRAWL_ID.fullmatch(crawl_id):
+        raise UserError(f"crawl id {crawl_id!r} is not valid: use letters, digits, '.', '_' "
+                        "and '-' (at most 64)")
+
+
 def choose_job(home: Home, crawl_id: str | None, seeds: list[str],
                allowed: list[str]) -> tuple[Job, bool]:
     """The job to run and whether it resumes an unfinished one: the named one, else the
@@ -88,9 +94,7 @@ def choose_job(home: Home, crawl_id: str | None, seeds: list[str],
         while home.crawl_job(crawl_id).exists() or home.crawl_shards(crawl_id).exists():
             time.sleep(1)  # ids are UTC seconds: the next one is free in a second
             crawl_id = new_crawl_id()
-    elif not _CRAWL_ID.fullmatch(crawl_id):
-        raise UserError(f"crawl id {crawl_id!r} is not valid: use letters, digits, '.', '_' "
-                        "and '-' (at most 64)")
+    check_crawl_id(crawl_id)
     job = Job.load(home.crawl_job(crawl_id))
     if job is not None and job.unfinished:
         return job, True

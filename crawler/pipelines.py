@@ -47,6 +47,7 @@ checkpoint = object()  # signal: a shard (or None: only time) is in place (args:
 shard_failed = object()  # signal: a shard could not be written; what was pending is lost
 revalidated = object()  # signal: a page unchanged since last time, with new validators or
 # links to remember (args: url, record)
+abandon = object()  # signal: the fleet gave this process up; its pending shard must not appear
 
 
 def lose(crawler, what: str) -> None:
@@ -192,23 +193,28 @@ class ShardWriterPipeline:
         self.catalog: Catalog | None = None
         self.timer = task.LoopingCall(self.rotate)
         self.failed = False
+        # A process of a fleet (crawler/frontier.py): its own shard names, beside the others'
+        self.process = crawler.settings.get("CLLM_PROCESS", "")
 
     @classmethod
     def from_crawler(cls, crawler):
         settings = crawler.settings
-        return cls(crawler, Home(settings["CLLM_HOME"]), settings["CLLM_CRAWL_ID"],
-                   crawl_config(settings))
+        pipeline = cls(crawler, Home(settings["CLLM_HOME"]), settings["CLLM_CRAWL_ID"],
+                       crawl_config(settings))
+        crawler.signals.connect(pipeline.abandon, signal=abandon)
+        return pipeline
 
     def open_spider(self) -> None:
         self.catalog = Catalog(self.home, self.crawler.settings.get("CLLM_DATABASE_URL", ""))
         crawl_dir = self.home.crawl_shards(self.crawl_id)
         crawl_dir.mkdir(parents=True, exist_ok=True)
-        remove_temp_files(crawl_dir)
+        if not self.process:  # a fleet's other processes are writing theirs
+            remove_temp_files(crawl_dir)
         for path in shard_files(self.home):  # renamed just before a crash, never catalogued
             if not self.catalog.has_shard(path):
                 self._catalogue(path)
         self.writer = ShardWriter(crawl_dir, int(self.config.shard_max_mb * 2**20),
-                                  self.config.row_group_rows, self._committed)
+                                  self.config.row_group_rows, self._committed, self.process)
         self.timer.start(self.config.shard_max_minutes * 60, now=False)
 
     def _catalogue(self, path: Path) -> None:
@@ -243,11 +249,16 @@ class ShardWriterPipeline:
                 raise
             # A shard renamed into place before the error is catalogued and absorbed by the
             # next crawl; the documents after it are fetched again.
-            self.failed = True
-            remove_temp_files(self.writer.dir)  # the space it took, back
-            self.crawler.signals.send_catch_log(signal=shard_failed)
+            self.abandon()
             lose(self.crawler, f"a shard was not written: {problem}")
             return False
+
+    def abandon(self) -> None:
+        """The shard so far is not written (its temp file removed, the space back); its pages
+        are fetched again."""
+        self.failed = True
+        remove_temp_files(self.writer.dir, self.process)
+        self.crawler.signals.send_catch_log(signal=shard_failed)
 
     def process_item(self, item: Page) -> Page:
         doc = item.doc

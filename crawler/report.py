@@ -44,6 +44,7 @@ class CrawlReport:
     # shard that could not be written, an unclean end). Paused: neither complete nor lost.
     complete: bool = True
     lost: str = ""
+    process: str = ""  # in a fleet crawl ([crawl] frontier): this process's id; else ""
 
     @property
     def pages_per_second(self) -> float:
@@ -57,7 +58,8 @@ class CrawlReport:
             return ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"
 
         lines = [
-            f"crawl {self.crawl_id}{' (resumed)' if self.resumed else ''}: {self.finish_reason} "
+            f"crawl {self.crawl_id}{' (resumed)' if self.resumed else ''}"
+            f"{' process ' + self.process if self.process else ''}: {self.finish_reason} "
             f"in {self.seconds:.1f} s, {self.pages_per_second:.1f} pages/s",
             f"  pages fetched {self.pages_fetched}, unchanged {self.unchanged} "
             f"({self.not_modified} not modified), "
@@ -82,7 +84,7 @@ class CrawlReport:
 
 def save_report(home: str | os.PathLike, report: CrawlReport) -> None:
     """Keep the report; a resumed crawl's report replaces the one of its paused part."""
-    write_json(Home(home).crawl_report(report.crawl_id), report.to_dict())
+    write_json(Home(home).crawl_report(report.crawl_id, report.process), report.to_dict())
 
 
 def read_reports(home: str | os.PathLike, limit: int | None = None) -> list[dict]:

@@ -12,6 +12,12 @@ so that crawl resumes from its seeds instead, and the persistent crawl state
 document is written twice and no shard is half-visible. Running the same command again
 resumes an unfinished crawl with the same seeds.
 
+A fleet crawl (`[crawl] frontier`, a Redis URL, and `--crawl-id`): the same command on any
+number of machines forms one crawl; its queue is in Redis (crawler/frontier.py), each
+process writes its own shards and report, and the fleet ends by itself once it has nothing
+left to do (`[crawl] idle_timeout`). On one home its processes share the crawl lock; a
+different crawl is still refused.
+
 The outcome is the report's verdict: complete (a clean end, nothing lost), paused, or
 incomplete with what was lost (job status `failed`: the same command again redoes it from
 the seeds, as after a kill). Each crawl's report is kept too (crawler/report.py), for the
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import structlog
@@ -33,8 +40,9 @@ from core.errors import UserError
 from core.home import Home
 from core.locks import FileLock
 from crawler.config import CrawlConfig, scrapy_settings
+from crawler.fleet import Fleet, connect
 from crawler.guard import NetworkPolicy, check_seeds
-from crawler.jobs import choose_job
+from crawler.jobs import check_crawl_id, choose_job
 from crawler.report import CrawlReport, save_report
 from crawler.spiders.site import SiteSpider
 from crawler.urls import check_seed
@@ -58,10 +66,17 @@ def crawl(seeds: list[str], home: str | os.PathLike, crawl: CrawlConfig,
     allowed = sorted({d.lower() for d in allowed_domains or []})
     home = Home(home)
     home.root.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(home.crawl_lock)  # one crawl at a time per home: they share its state
-    if not lock.acquire(wait=False):
-        raise UserError(f"another crawl (pid {lock.holder()}) is running in {home}: wait for "
-                        "it, or set CLLM_HOME to another directory")
+    fleet = None
+    if crawl.frontier:
+        if crawl_id is None:
+            raise UserError("a crawl with [crawl] frontier needs --crawl-id ID, the same on "
+                            "every process of the crawl")
+        check_crawl_id(crawl_id)
+        fleet = Fleet(connect(crawl.frontier), crawl_id)
+        if fleet.finished:
+            raise UserError(f"crawl {crawl_id} in [crawl] frontier {crawl.frontier} has "
+                            "finished: give a new --crawl-id to crawl again")
+    lock, shared = lock_home(home, crawl_id if fleet is not None else None)
     try:
         job, resumed = choose_job(home, crawl_id, urls, allowed)
         if job.status in ("running", "failed") and resumed:
@@ -73,12 +88,17 @@ def crawl(seeds: list[str], home: str | os.PathLike, crawl: CrawlConfig,
         with Catalog(home, database_url) as catalog:
             before = {s.path for s in catalog.list_shards(crawl_id=job.crawl_id)}
         job.save("running")
+        if fleet is not None:
+            lock.release()  # the others of the fleet may join now; the shared lock stays
 
         settings = Settings()
         settings.setmodule("crawler.settings", priority="project")
         settings.setdict(scrapy_settings(crawl, home, job.crawl_id, database_url),
                          priority="cmdline")
-        settings.setdict({"JOBDIR": str(job.jobdir), "CLLM_PROGRESS": progress}, priority="cmdline")
+        settings.setdict({"CLLM_PROGRESS": progress}, priority="cmdline")
+        if fleet is None:
+            settings.set("JOBDIR", str(job.jobdir), priority="cmdline")
+        process_id = settings.get("CLLM_PROCESS", "")
         process = CrawlerProcess(settings)
         crawler = process.create_crawler(SiteSpider)
         process.crawl(crawler, seeds=job.seeds, allowed_domains=job.allowed_domains)
@@ -94,13 +114,43 @@ def crawl(seeds: list[str], home: str | os.PathLike, crawl: CrawlConfig,
             job.save("finished")
             shutil.rmtree(job.jobdir, ignore_errors=True)
         with Catalog(home, database_url) as catalog:
-            new = [s for s in catalog.list_shards(crawl_id=job.crawl_id) if s.path not in before]
+            new = [s for s in catalog.list_shards(crawl_id=job.crawl_id) if s.path not in before
+                   and (not process_id or s.path.name.startswith(f"part-{process_id}-"))]
         report = _report(job.crawl_id, resumed, reason, stats, invalid, new)
         report.lost, report.complete = lost, not lost and reason in CLEAN
+        report.process = process_id
         save_report(home, report)
     finally:
         lock.release()
+        if shared is not None:
+            shared.release()
     return report
+
+
+def lock_home(home: Home, fleet_crawl: str | None) -> tuple[FileLock, FileLock | None]:
+    """One crawl at a time per home (they share its state): the home's lock, held for the
+    whole crawl; a fleet crawl's processes take it only while they start, and hold the
+    crawl's own lock shared. Refused (one line) while another crawl holds either."""
+    lock = FileLock(home.crawl_lock)
+    deadline = time.monotonic() + (10 if fleet_crawl else 0)  # its holders let go in moments
+    while not lock.acquire(wait=False):
+        if time.monotonic() >= deadline:
+            raise UserError(f"another crawl (pid {lock.holder()}) is running in {home}: wait "
+                            "for it, or set CLLM_HOME to another directory")
+        time.sleep(0.2)
+    for path in home.crawl.glob("lock.*"):
+        other = path.name[len("lock."):]
+        probe = FileLock(path)
+        if other != fleet_crawl and not probe.acquire(wait=False):
+            lock.release()
+            raise UserError(f"fleet crawl {other} is running in {home}: wait for it, join it "
+                            f"with --crawl-id {other}, or set CLLM_HOME to another directory")
+        probe.release()
+    if fleet_crawl is None:
+        return lock, None
+    shared = FileLock(home.crawl_fleet_lock(fleet_crawl))
+    shared.acquire(wait=True, shared=True)
+    return lock, shared
 
 
 def read_seeds(seeds: list[str]) -> tuple[list[str], list[str]]:

@@ -16,6 +16,7 @@ import argparse
 import functools
 import os
 import threading
+import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -41,16 +42,22 @@ class _Counted:
 class _OverlayHandler(SimpleHTTPRequestHandler):
     """Files with a Last-Modified and an ETag (size and modification time, as nginx), and
     304 Not Modified to a request that names the current ones (If-None-Match first; the
-    standard library answers If-Modified-Since)."""
+    standard library answers If-Modified-Since); every GET's start and end on record."""
 
-    def __init__(self, *args, roots: list[Path], requested: list[str], **kwargs):
-        self.roots, self.requested = roots, requested
+    def __init__(self, *args, roots: list[Path], requested: list[str],
+                 timings: list[tuple[str, float, float]], **kwargs):
+        self.roots, self.requested, self.timings = roots, requested, timings
         self.etag: str | None = None
         super().__init__(*args, directory=str(roots[-1]), **kwargs)
 
     def setup(self) -> None:
         super().setup()
         self.wfile = _Counted(self.wfile, self.server)
+
+    def do_GET(self):
+        start = time.monotonic()
+        super().do_GET()
+        self.timings.append((self.path, start, time.monotonic()))
 
     def send_head(self):
         self.requested.append(self.path)
@@ -86,7 +93,10 @@ class SiteServer:
     def __init__(self, roots: list[Path], port: int = 0):
         self.roots = [Path(r).resolve() for r in roots]
         self.requested: list[str] = []  # every path asked for, in order
-        handler = functools.partial(_OverlayHandler, roots=self.roots, requested=self.requested)
+        # (path, start, end) of every GET answered, on the monotonic clock: what the site saw
+        self.timings: list[tuple[str, float, float]] = []
+        handler = functools.partial(_OverlayHandler, roots=self.roots, requested=self.requested,
+                                    timings=self.timings)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.httpd.bytes_sent, self.httpd.lock = 0, threading.Lock()
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

@@ -119,7 +119,8 @@ class CrawlState:
         me = {"owner": self.owner, "crawl_id": crawl_id, "host": socket.gethostname(),
               "pid": os.getpid(), "heartbeat": epoch_now()}
         self.db.write(lambda conn: conn.execute(CRAWLERS.insert().values(me)))
-        self.index = dedup.DedupIndex(self.db, num_perm, threshold, owner=self.owner)
+        self.index = dedup.DedupIndex(self.db, num_perm, threshold, owner=self.owner,
+                                      on_claimed=self.heartbeat)
         self.pending_urls: dict[str, dict] = {}
         self.heartbeat()
 

@@ -94,17 +94,26 @@ def signature_of(text: str, num_perm: int) -> bytes:
     return minhash_of(text, num_perm).hashvalues.astype(np.uint64).tobytes()
 
 
-class _Near(Exception):
-    """A band of the new document is taken: its claim is rolled back."""
+class _Taken(Exception):
+    """The new document's id or one of its bands is taken: its claim is rolled back.
+    `by_claim`: what took it is another process's claim, not a kept document."""
+
+    def __init__(self, reason: str, by_claim: bool):
+        super().__init__(reason)
+        self.reason, self.by_claim = reason, by_claim
 
 
 class DedupIndex:
     """The documents claimed or kept so far in `db`, by every process that shares it.
     `owner` names this process's claims (a fresh id by default)."""
 
-    def __init__(self, db: Database, num_perm: int, threshold: float, owner: str | None = None):
+    def __init__(self, db: Database, num_perm: int, threshold: float, owner: str | None = None,
+                 on_claimed=None):
         self.db, self.num_perm = db, num_perm
         self.owner = owner or uuid.uuid4().hex
+        # called when another process's claim holds a document: releases the claims of
+        # processes that are gone and says whether it released any (crawler/state.py)
+        self.on_claimed = on_claimed
         lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)  # datasketch's banding
         self.ranges, self.shape = lsh.hashranges, (num_perm, lsh.b, lsh.r)
         # One statement for every claim's bands, compiled once
@@ -146,24 +155,35 @@ class DedupIndex:
         if doc_id in self.claimed or doc_id in self.kept:
             return "duplicate_exact"
         signature = signature_of(text, self.num_perm)
-        try:
-            claimed = self.db.write(lambda conn: self._claim(conn, doc_id, signature))
-        except _Near:
-            return "duplicate_near"
-        if not claimed:
-            return "duplicate_exact"
-        self.claimed[doc_id] = signature
-        return None
+        for first_try in (True, False):
+            try:
+                self.db.write(lambda conn: self._claim(conn, doc_id, signature))
+            except _Taken as taken:
+                # held by a claim of a process that may be gone (its requests crawled again
+                # by the others): if its claims were released, the document is checked again
+                if first_try and taken.by_claim and self.on_claimed and self.on_claimed():
+                    continue
+                return taken.reason
+            self.claimed[doc_id] = signature
+            return None
 
-    def _claim(self, conn: sa.Connection, doc_id: str, signature: bytes) -> bool:
+    def _claim(self, conn: sa.Connection, doc_id: str, signature: bytes) -> None:
         row = {"doc_id": doc_id, "minhash": signature, "owner": self.owner}
         if not conn.execute(self.db.insert(DOCS).values(row).on_conflict_do_nothing()).rowcount:
-            # Ours only when an earlier try committed but its answer was lost.
             owner = conn.execute(sa.select(DOCS.c.owner).where(DOCS.c.doc_id == doc_id)).scalar()
-            return owner == self.owner
+            if owner != self.owner:  # ours: an earlier try committed but its answer was lost
+                raise _Taken("duplicate_exact", by_claim=owner is not None)
+            return
         if self._insert_bands(conn, doc_id, signature) < len(self.ranges):
-            raise _Near
-        return True
+            raise _Taken("duplicate_near", by_claim=self._held_by_claims(conn, doc_id, signature))
+
+    def _held_by_claims(self, conn: sa.Connection, doc_id: str, signature: bytes) -> bool:
+        """Whether a band the document shares belongs to another process's claim."""
+        shared = sa.or_(*[(BANDS.c.band == i) & (BANDS.c.hash == h)
+                          for i, h in enumerate(self._hashes(signature))])
+        query = (sa.select(DOCS.c.owner).join(BANDS, BANDS.c.doc_id == DOCS.c.doc_id)
+                 .where(shared, BANDS.c.doc_id != doc_id, DOCS.c.owner.is_not(None)).limit(1))
+        return conn.execute(query).first() is not None
 
     def add(self, doc_id: str, text: str) -> None:
         """A document that is already kept in a shard, duplicate or not (saved with it)."""

@@ -88,6 +88,10 @@ async function refreshCrawl() {
     counts(c.dropped), counts(c.errors), dropsButton(c.crawl_id)]);
   show("crawl-unfinished", data.unfinished.length ? "Unfinished: " + data.unfinished.map(
     (u) => `${u.crawl_id} (${u.status}; run the same crawl again to resume)`).join(", ") : "");
+  show("crawl-fleet", data.fleets.map((f) => f.error ? `fleet ${f.crawl_id}: ${f.error}` :
+    `fleet ${f.crawl_id}: ${fmt(f.frontier)} requests queued; ` + f.processes.map((p) =>
+      `${p.process} (${p.live ? p.state : "gone"}): ${fmt(p.pages)} pages, ${fmt(p.docs)} ` +
+      `documents, ${fmt(p.in_flight)} in flight`).join("; ")).join(" | "));
   fillTable("shard-table", data.shards, (s, tr) => {
     tr.classList.toggle("new", s.state === "new");
     return [s.path, s.crawl_id, s.rows, s.bytes, s.state, s.consumed_by || "-"];

@@ -13,6 +13,7 @@ policy and the crawl's bounds (crawler/urls.py); each one skipped is counted by 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from datetime import datetime, timezone
 from urllib.parse import urljoin
@@ -31,7 +32,7 @@ from scrapy.spidermiddlewares.httperror import HttpError
 from core.config import load
 from crawler.config import CrawlConfig, CrawlerConfig, crawl_config, new_crawl_id, scrapy_settings
 from crawler.guard import Skipped
-from crawler.items import Page
+from crawler.items import Page, request_done
 from crawler.parsing import HTML_TYPES
 from crawler.pipelines import revalidated
 from crawler.state import UrlLog, UrlRecord
@@ -65,6 +66,20 @@ def failure_stat(failure) -> str:
             return "error/too_large"
         return "error/ignored"
     return f"error/{failure.type.__name__}"
+
+
+def reports_done(callback):
+    """A callback that tells when it is over, and after how many pages (`request_done`)."""
+    @functools.wraps(callback)
+    async def wrapper(self, response):
+        items = 0
+        try:
+            async for out in callback(self, response):
+                items += isinstance(out, Page)
+                yield out
+        finally:
+            self.done(response.request, items)
+    return wrapper
 
 
 class SiteSpider(scrapy.Spider):
@@ -110,6 +125,9 @@ class SiteSpider(scrapy.Spider):
         self.pool.close()
         self.stat("workers_replaced", self.pool.replaced)
         self.url_log.close()
+
+    def done(self, request, items: int = 0) -> None:
+        self.crawler.signals.send_catch_log(signal=request_done, request=request, items=items)
 
     def stat(self, key: str, count: int = 1) -> None:
         if count:
@@ -186,6 +204,7 @@ class SiteSpider(scrapy.Spider):
             reply["drop"], reply["detail"] = "extract_error", str(reply["error"])[:500]
         return reply
 
+    @reports_done
     async def parse(self, response):
         self.stat("pages_fetched")
         url = canonical_url(response.url)
@@ -235,6 +254,7 @@ class SiteSpider(scrapy.Spider):
                 yield request
         self.stat("skipped/links_per_page", reply.get("more_links", 0))
 
+    @reports_done
     async def parse_sitemap(self, response):
         reply = await self.in_worker({"kind": "sitemap", "url": response.url}, response.body)
         if not reply.get("type"):  # not XML, or it could not be read: as good as none
@@ -253,12 +273,14 @@ class SiteSpider(scrapy.Spider):
         # Many sites have no sitemap: not an error of the crawl.
         stat = failure_stat(failure)
         self.stat(stat if stat.startswith("skipped/") else "sitemap_missing")
+        self.done(failure.request)
 
     def failed(self, failure):
         stat = failure_stat(failure)
         self.stat(stat)
         if stat.startswith("error/"):
             self.logger.info("failed %s: %s", failure.request.url, stat[len("error/"):])
+        self.done(failure.request)
 
 
 def _header(response, name: str) -> str | None:
