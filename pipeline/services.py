@@ -1,7 +1,8 @@
 """The servers a production deployment shares, started from a folder of ours on free loopback
-ports (or an address of a test's network namespace), never as system services: PostgreSQL (Debian's `postgresql`), Redis (Debian's
-`redis-server`) and an MLflow tracking server with basic auth and proxied artifacts. `make
-cluster` runs them (pipeline/cluster.py); the tests start them as fixtures.
+ports (or on an address given, such as a test's network namespace's), never as system
+services: PostgreSQL (Debian's `postgresql`), Redis (Debian's `redis-server`) and an MLflow
+tracking server with basic auth and proxied artifacts. `make cluster` runs them
+(pipeline/cluster.py); the tests start them as fixtures.
 
 Each is a process group of its own; `stop()` ends all of it. PostgreSQL refuses to run as
 root: as root, its folder is handed to the `postgres` user and the server runs as that user.
