@@ -1,18 +1,21 @@
-"""Serve a static website on 127.0.0.1 from one or more directories, the first that has a
-file winning; used for the embedded demo site (data/site/) in the demo, tests and benchmark.
+"""Serve a static website on 127.0.0.1 (or `host`) from one or more directories, the first
+that has a file winning; used for the embedded demo site (data/site/) in the demo, tests and
+benchmark.
 
     server = SiteServer([Path("data/site")])          # started, on a free port
     server.url                                          # http://127.0.0.1:PORT/
     server.publish(Path("data/site-update"))            # new pages "appear" on the site
     server.bytes_sent                                   # all it wrote, headers included
+    server.clients                                      # GETs answered, by client address
     server.close()
 
-    python -m crawler.site [--update] [--port 8000]    # serve it by hand
+    python -m crawler.site [--update] [--host 127.0.0.1] [--port 8000]   # serve it by hand
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
 import os
 import threading
@@ -45,8 +48,10 @@ class _OverlayHandler(SimpleHTTPRequestHandler):
     standard library answers If-Modified-Since); every GET's start and end on record."""
 
     def __init__(self, *args, roots: list[Path], requested: list[str],
-                 timings: list[tuple[str, float, float]], **kwargs):
+                 timings: list[tuple[str, float, float]], clients: collections.Counter,
+                 **kwargs):
         self.roots, self.requested, self.timings = roots, requested, timings
+        self.clients = clients
         self.etag: str | None = None
         super().__init__(*args, directory=str(roots[-1]), **kwargs)
 
@@ -58,6 +63,8 @@ class _OverlayHandler(SimpleHTTPRequestHandler):
         start = time.monotonic()
         super().do_GET()
         self.timings.append((self.path, start, time.monotonic()))
+        with self.server.lock:
+            self.clients[self.client_address[0]] += 1
 
     def send_head(self):
         self.requested.append(self.path)
@@ -90,21 +97,23 @@ class _OverlayHandler(SimpleHTTPRequestHandler):
 
 
 class SiteServer:
-    def __init__(self, roots: list[Path], port: int = 0):
+    def __init__(self, roots: list[Path], port: int = 0, host: str = "127.0.0.1"):
         self.roots = [Path(r).resolve() for r in roots]
         self.requested: list[str] = []  # every path asked for, in order
         # (path, start, end) of every GET answered, on the monotonic clock: what the site saw
         self.timings: list[tuple[str, float, float]] = []
+        self.clients: collections.Counter[str] = collections.Counter()  # GETs by address
         handler = functools.partial(_OverlayHandler, roots=self.roots, requested=self.requested,
-                                    timings=self.timings)
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+                                    timings=self.timings, clients=self.clients)
+        self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.bytes_sent, self.httpd.lock = 0, threading.Lock()
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}/"
 
     @property
     def bytes_sent(self) -> int:
@@ -120,11 +129,12 @@ class SiteServer:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="serve the embedded demo site on 127.0.0.1")
+    parser = argparse.ArgumentParser(description="serve the embedded demo site")
+    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--update", action="store_true", help="with data/site-update/ published")
     args = parser.parse_args()
-    server = SiteServer([SITE_UPDATE, SITE] if args.update else [SITE], args.port)
+    server = SiteServer([SITE_UPDATE, SITE] if args.update else [SITE], args.port, args.host)
     print(f"serving {', '.join(map(str, server.roots))} at {server.url} (Ctrl-C stops)")
     try:
         server.thread.join()

@@ -1,7 +1,8 @@
 """The servers a production deployment shares, started from a folder of ours on free loopback
-ports, never as system services: PostgreSQL (Debian's `postgresql`), Redis (Debian's
-`redis-server`) and an MLflow tracking server with basic auth and proxied artifacts. `make
-cluster` runs them (pipeline/cluster.py); the tests start them as fixtures.
+ports (or on an address given, such as a test's network namespace's), never as system
+services: PostgreSQL (Debian's `postgresql`), Redis (Debian's `redis-server`) and an MLflow
+tracking server with basic auth and proxied artifacts. `make cluster` runs them
+(pipeline/cluster.py); the tests start them as fixtures.
 
 Each is a process group of its own; `stop()` ends all of it. PostgreSQL refuses to run as
 root: as root, its folder is handed to the `postgres` user and the server runs as that user.
@@ -28,17 +29,18 @@ from core.net import free_port
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
-def _wait_for_port(port: int, process: subprocess.Popen, what: str, timeout: float = 120) -> None:
+def _wait_for_port(host: str, port: int, process: subprocess.Popen, what: str,
+                   timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{what} exited with {process.returncode} while starting")
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            socket.create_connection((host, port), timeout=1).close()
             return
         except OSError:
             time.sleep(0.2)
-    raise TimeoutError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+    raise TimeoutError(f"{what} did not listen on {host}:{port} within {timeout:.0f} s")
 
 
 def _stop_group(process: subprocess.Popen | None, sig=signal.SIGTERM, timeout: float = 30) -> None:
@@ -53,11 +55,12 @@ def _stop_group(process: subprocess.Popen | None, sig=signal.SIGTERM, timeout: f
 
 
 class Redis:
-    """`redis-server` with an append-only file in `folder`: its data outlive a restart."""
+    """`redis-server` with an append-only file in `folder`: its data outlive a restart.
+    It listens on `host` only."""
 
-    def __init__(self, folder: Path, port: int | None = None):
-        self.folder, self.port = folder, port or free_port(0)
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+    def __init__(self, folder: Path, port: int | None = None, host: str = "127.0.0.1"):
+        self.folder, self.port, self.host = folder, port or free_port(0), host
+        self.url = f"redis://{host}:{self.port}/0"
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Redis:
@@ -65,11 +68,13 @@ class Redis:
         if binary is None:
             raise UserError("redis-server is not installed: apt-get install redis-server")
         self.folder.mkdir(parents=True, exist_ok=True)
+        # bound to `host` alone: protected mode (refusing all but loopback) would add nothing
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--dir", str(self.folder)], start_new_session=True,
+            [binary, "--port", str(self.port), "--bind", self.host, "--protected-mode", "no",
+             "--save", "", "--appendonly", "yes", "--dir", str(self.folder)],
+            start_new_session=True,
             stdout=open(self.folder / "redis.log", "ab"), stderr=subprocess.STDOUT)
-        _wait_for_port(self.port, self.process, "redis-server")
+        _wait_for_port(self.host, self.port, self.process, "redis-server")
         return self
 
     def stop(self) -> None:
@@ -77,11 +82,14 @@ class Redis:
 
 
 class Postgres:
-    """A PostgreSQL cluster in `folder` (made on first start), reachable on 127.0.0.1 only,
-    with passwordless local connections; `database(name)` creates one and names its URL."""
+    """A PostgreSQL cluster in `folder` (made on first start), listening on `host` only,
+    with passwordless connections from loopback and from the networks of `clients` (such as
+    "10.213.0.0/24"); `create(name)` makes a database, `url(name)` names it."""
 
-    def __init__(self, folder: Path, port: int | None = None):
-        self.folder, self.port = folder, port or free_port(0)
+    def __init__(self, folder: Path, port: int | None = None, host: str = "127.0.0.1",
+                 clients: tuple[str, ...] = ()):
+        self.folder, self.port, self.host = folder, port or free_port(0), host
+        self.clients = clients
         self.data = folder / "data"
         self.process: subprocess.Popen | None = None
 
@@ -99,22 +107,33 @@ class Postgres:
             subprocess.run(self._as_owner(str(POSTGRES_BIN / "initdb"), "-D", str(self.data),
                                           "-A", "trust", "-U", "postgres", "--no-sync"),
                            check=True, capture_output=True)
+        self._trust_clients()
         self.process = subprocess.Popen(
             self._as_owner(str(POSTGRES_BIN / "postgres"), "-D", str(self.data), "-p",
                            str(self.port), "-k", str(self.folder), "-c",
-                           "listen_addresses=127.0.0.1", "-c", "fsync=on"),
+                           f"listen_addresses={self.host}", "-c", "fsync=on"),
             start_new_session=True, stdout=open(self.folder / "postgres.log", "ab"),
             stderr=subprocess.STDOUT)
-        _wait_for_port(self.port, self.process, "postgres")
+        _wait_for_port(self.host, self.port, self.process, "postgres")
         return self
+
+    def _trust_clients(self) -> None:
+        """`clients` let in as loopback is (initdb -A trust covers loopback only)."""
+        hba = self.data / "pg_hba.conf"
+        lines = hba.read_text().splitlines()
+        wanted = [f"host all all {network} trust" for network in self.clients]
+        missing = [line for line in wanted if line not in lines]
+        if missing:
+            with open(hba, "a") as f:  # appended: the file stays its owner's
+                f.write("".join(f"{line}\n" for line in missing))
 
     def url(self, name: str, driver: str = "postgresql+psycopg2") -> str:
         """The SQLAlchemy URL of the database `name` (see `create`)."""
-        return f"{driver}://postgres@127.0.0.1:{self.port}/{name}"
+        return f"{driver}://postgres@{self.host}:{self.port}/{name}"
 
     def create(self, name: str) -> None:
         """A database of that name, unless there is one."""
-        query = ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-tAc"]
+        query = ["psql", "-h", self.host, "-p", str(self.port), "-U", "postgres", "-tAc"]
         exists = subprocess.run(
             [*query, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
             capture_output=True, text=True, check=True).stdout.strip()

@@ -14,6 +14,10 @@ was killed are removed by the next one. Names hold the pid of the run, so runs n
 machine's filesystem, users, pids and hostname, only the network is the host's. So the host
 is where `cllm train --hosts` runs mpiexec (the first host: the proxies it starts connect back
 to its address, and a host that is mpiexec's own is forked rather than launched).
+`with host.entered():` puts the calling thread itself on the host for the block: a socket made
+there (a server's, a client's) is the host's for good, and so is the network of a process
+started there, so a test serves from a host in its own process (and reads what the server
+saw) or starts a service there.
 `hosts.launcher_exec` is a program called like ssh (`PROGRAM [-x] HOST COMMAND...`, the
 command one shell string, as hydra's `-launcher-exec` calls it) that runs the command on the
 host of that address.
@@ -30,6 +34,8 @@ host's interface; inside a host MPICH's own shared memory still carries the traf
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import re
@@ -41,6 +47,9 @@ SUBNET = "10.213.0"  # host i is SUBNET.(i+1); no other address carries test tra
 PREFIX = "cllmt"  # namespace names: PREFIX-<pid>-<n>-<role>
 
 _made = 0  # Hosts made by this process, for unique names
+
+
+CLONE_NEWNET = 0x40000000  # setns(2)'s type of a network namespace (os.CLONE_NEWNET in 3.12)
 
 
 class Unavailable(Exception):
@@ -69,6 +78,11 @@ def remove_stale() -> None:
                 _ip("netns", "del", name, check=False)
 
 
+def _setns(fd: int) -> None:
+    if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "setns")
+
+
 def rate_bits(rate: str) -> float:
     """tc's rate ("100mbit", "1gbit", "500kbit") in bits per second."""
     match = re.fullmatch(r"(\d+(?:\.\d+)?)([kmg]?)bit", rate.lower())
@@ -92,6 +106,17 @@ class Host:
     def command(self, argv: list) -> list[str]:
         """`argv` run on this host."""
         return ["ip", "netns", "exec", self.name, *map(str, argv)]
+
+    @contextlib.contextmanager
+    def entered(self):
+        """The calling thread on this host for the block (the network of a thread is its
+        own): what it connects, binds or starts there is the host's."""
+        with open("/proc/thread-self/ns/net") as home, open(f"/run/netns/{self.name}") as host:
+            _setns(host.fileno())
+            try:
+                yield self
+            finally:
+                _setns(home.fileno())
 
     def counters(self) -> dict[str, int]:
         """Bytes sent (tx) and received (rx) on this host's link so far."""
