@@ -68,6 +68,7 @@ DROPS_SCHEMA = pa.schema(
 )
 PARQUET_MAGIC = b"PAR1"
 WARC_SUFFIX = ".warc.gz"
+REPROCESSED = "reprocess-"  # the crawl id of shards rewritten by `cllm reprocess`
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,14 @@ from core.catalog import Catalog
 from core.errors import Unavailable
 from core.files import storage_problem
 from core.home import Home
-from core.shards import ShardInfo, ShardWriter, describe, remove_temp_files, shard_files
+from core.shards import (
+    REPROCESSED,
+    ShardInfo,
+    ShardWriter,
+    describe,
+    remove_temp_files,
+    shard_files,
+)
 from crawler.config import CrawlConfig, crawl_config
 from crawler.drops import DropLog
 from crawler.items import Page
@@ -215,7 +222,8 @@ class ShardWriterPipeline:
             if warc_dir is not None:
                 remove_temp_files(warc_dir)
         for path in shard_files(self.home):  # renamed just before a crash, never catalogued
-            if not self.catalog.has_shard(path):
+            # (a reprocessing catalogues its shards all at once, or removes them)
+            if not path.parent.name.startswith(REPROCESSED) and not self.catalog.has_shard(path):
                 self._catalogue(path)
         self.writer = ShardWriter(crawl_dir, int(self.config.shard_max_mb * 2**20),
                                   self.config.row_group_rows, self._committed, self.process,
