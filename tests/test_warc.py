@@ -44,6 +44,7 @@ def extracted_text(url: str, content_type: str, body: bytes) -> str | None:
     return (reply.get("doc") or {}).get("text")
 
 
+@pytest.mark.slow
 def test_every_processed_page_is_archived_and_each_document_points_to_its_record(site, tmp_path):
     home = tmp_path / "home"
     crawl(home, "--seeds", site.url)
@@ -62,6 +63,7 @@ def test_every_processed_page_is_archived_and_each_document_points_to_its_record
     assert not list(home.glob("warc/*/.*"))  # no temp file left
 
 
+@pytest.mark.slow
 def test_keep_warc_false_archives_nothing(site, tmp_path):
     home = tmp_path / "home"
     crawl(home, "--seeds", site.url, env={"CLLM_CRAWL_KEEP_WARC": "false"})
