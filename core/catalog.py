@@ -136,20 +136,26 @@ class Catalog:
         query = sa.select(SHARDS.c.path).where(SHARDS.c.path == self._relative(path))
         return self.db.read(lambda conn: conn.execute(query).first()) is not None
 
-    def replace(self, replaced: list[tuple[Shard, ShardInfo | None]], crawl_id: str) -> None:
+    def replace(self, replaced: list[tuple[Shard, ShardInfo | None]], crawl_id: str,
+                added: list[ShardInfo] = ()) -> None:
         """Catalogue the shards of a reprocessing (`crawl_id`) and retire those they replace,
         in one transaction. A replacement (None: its documents all dropped) of a consumed
-        shard is consumed by the same version: it holds none but documents learned."""
+        shard is consumed by the same version: it holds none but documents learned. The
+        `added` shards (documents no old shard held) are `new`."""
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
+        def insert(conn: sa.Connection, info: ShardInfo, consumed_by: str | None) -> None:
+            conn.execute(SHARDS.insert().values(
+                path=self._relative(info.path), crawl_id=crawl_id, rows=info.rows,
+                bytes=info.bytes, sha256=info.sha256, created=created,
+                state="consumed" if consumed_by else "new", consumed_by=consumed_by))
+
         def work(conn: sa.Connection) -> None:
+            for info in added:
+                insert(conn, info, None)
             for old, new in replaced:
                 if new is not None:
-                    conn.execute(SHARDS.insert().values(
-                        path=self._relative(new.path), crawl_id=crawl_id, rows=new.rows,
-                        bytes=new.bytes, sha256=new.sha256, created=created,
-                        state="consumed" if old.state == "consumed" else "new",
-                        consumed_by=old.consumed_by if old.state == "consumed" else None))
+                    insert(conn, new, old.consumed_by if old.state == "consumed" else None)
                 conn.execute(SHARDS.update().where(SHARDS.c.path == old.name).values(
                     state="retired", replaced_by=new and self._relative(new.path)))
 

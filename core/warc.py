@@ -10,6 +10,7 @@ before it: a shard in place always has its archive, and a killed crawl leaves no
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from http import HTTPStatus
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeaders
-from warcio.timeutils import datetime_to_iso_date
+from warcio.timeutils import datetime_to_iso_date, iso_date_to_datetime
 from warcio.warcwriter import WARCWriter
 
 # Scrapy hands over the body decoded: these headers described the bytes on the wire.
@@ -68,3 +69,18 @@ def read_record(path: Path, offset: int) -> tuple[str, str, bytes]:
         return (record.rec_headers.get_header("WARC-Target-URI"),
                 record.http_headers.get_header("Content-Type") or "",
                 record.content_stream().read())
+
+
+def read_archive(path: Path) -> Iterator[tuple[int, Fetched]]:
+    """Every response of a WARC file, in order, with its record's offset."""
+    with open(path, "rb") as f:
+        records = ArchiveIterator(f)
+        for record in records:
+            if record.rec_type != "response":
+                continue
+            body = record.content_stream().read()
+            http = record.http_headers
+            yield records.get_record_offset(), Fetched(
+                record.rec_headers.get_header("WARC-Target-URI"),
+                iso_date_to_datetime(record.rec_headers.get_header("WARC-Date"), tz_aware=True),
+                int(http.get_statuscode()), list(http.headers), body, http.protocol)

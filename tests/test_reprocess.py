@@ -1,7 +1,9 @@
 """`cllm reprocess`: today's text steps over the shards already written. A raised quality
 threshold drops documents; `--dry-run` says so and writes nothing; the real run replaces
 the shard (the old one `retired`, `replaced_by` the new), and since the replacement of a
-consumed shard holds only learned documents, the next `cllm update` has nothing to learn."""
+consumed shard holds only learned documents, the next `cllm update` has nothing to learn.
+`--from-warc` extracts again from the raw archive: the documents dropped before come back, in
+a `new` shard of their own, and only they are learned next."""
 
 from __future__ import annotations
 
@@ -55,6 +57,19 @@ def test_a_raised_threshold_replaces_the_shard_and_nothing_is_learned_twice(
     update = run_cllm("update", home=home, env=stricter)
     assert shard_states(home) == states  # nothing was new: no version learned anything
     assert "nothing" in (update.stdout + update.stderr).lower()
+
+    # The threshold back where it was: the archive brings the dropped documents back, in a
+    # shard of their own that no version has learned; only they are learned next.
+    out = run_cllm("reprocess", "--from-warc", home=home, env=env).stdout
+    (added,) = set(shard_states(home)) - set(states)
+    assert f"add {added}" in out and shard_states(home)[added] == ("new", None)
+    back = pq.read_table(home / added).to_pylist()
+    assert len(back) == too_short
+    assert {r["doc_id"] for r in back} == {r["doc_id"] for r in rows} - {r["doc_id"] for r in kept}
+    assert {r["text"] for r in back} <= {r["text"] for r in rows}  # extracted as the crawl did
+    run_cllm("update", home=home, env=env)
+    after = shard_states(home)
+    assert after[added] == ("consumed", "2") and after[new] == ("consumed", "1")
 
 
 def test_an_unknown_crawl_id_is_one_line(home):
