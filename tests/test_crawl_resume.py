@@ -197,7 +197,7 @@ def test_no_worker_holds_the_crawl_lock(site, tmp_path):
 
 def test_a_full_disk_stops_the_crawl_with_one_line_and_the_next_run_redoes_it(
         site, reference, small_disk):
-    disk = small_disk(0.3)  # megabytes: a few shards fit, not the crawl
+    disk = small_disk(0.5)  # megabytes: a few shards and their archives fit, not the crawl
     home = disk / "home"
     report, result = crawl(home, "--seeds", site.url, env=SLOW | {"CLLM_CRAWL_DELAY": "0"},
                            check=False)
