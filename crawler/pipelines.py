@@ -9,6 +9,8 @@ page raises Scrapy's `DropItem(reason)`, counted in the crawl stats (`cllm/dropp
 where the report and the progress bar read it, and is recorded (crawler/drops.py) with its
 detail and, for a sample, its text. A written document counts its language
 (`cllm/languages/<code>`) and the personal data replaced in it (`cllm/pii/<kind>`).
+With `keep_warc`, every page's response, kept or dropped, goes into the raw archive of the
+shard being written (core/warc.py), and a written document points to its record.
 
 When the writer has renamed a shard into place and catalogued it, or when `shard_max_minutes`
 have passed, it sends `checkpoint`, on which the crawl state (crawler/state.py) makes what
