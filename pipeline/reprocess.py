@@ -3,10 +3,10 @@
 shards already in the catalog, so a changed threshold applies to what was crawled before.
 
 Each shard (`new` or `consumed`; all, or one crawl's) that loses documents is rewritten as a
-shard of a new crawl id, `reprocess-<time>`, with the same number; the old one is `retired`,
-`replaced_by` it (a shard that keeps nothing has no replacement, and one that keeps every
-document is left as it is). All of it is catalogued in one transaction, after the files are
-in place.
+shard of a new crawl id, `reprocess-<time>` (numbered in catalog order); the old one is
+`retired`, `replaced_by` it (a shard that keeps nothing has no replacement, and one that
+keeps every document is left as it is). All of it is catalogued in one transaction, after
+the files are in place.
 
 Nothing is learned twice: a replacement holds only documents of the shard it replaces, so
 the replacement of a `consumed` shard is catalogued consumed by the same version (it joins
@@ -14,7 +14,8 @@ the replay pool in its place), and the replacement of a `new` shard is `new`. Th
 update then learns only what no version has learned. A retired shard leaves every plan but
 stays where the versions that learned it name it (pipeline/lineage.py reads their tags).
 
-Dedup runs over the reprocessed documents alone, in catalog order, with an index of its own.
+Dedup runs over the reprocessed documents alone, in catalog order, with an index of its own
+(with `--crawl-id`, the other crawls' documents are not compared).
 
 With `from_warc`, the documents are extracted again from the shard's raw archive (core/warc.py):
 every page processed while the shard was written, the dropped ones too, so a loosened
