@@ -10,12 +10,12 @@ import argparse
 import sys
 
 from app.config import load_app_config
-from cli import crawl, generate, models, serve, tokenize, train, ui, update
+from cli import crawl, generate, models, reprocess, serve, tokenize, train, ui, update
 from core.errors import Unavailable, UserError, WorkerFailed
 from core.files import storage_problem
 from core.log import configure_logging
 
-COMMANDS = [train, generate, tokenize, crawl, update, models, ui, serve]
+COMMANDS = [train, generate, tokenize, crawl, reprocess, update, models, ui, serve]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,10 @@
 
 The crawler adds a row (state `new`) only after the shard file has been renamed into place,
 so every row names a complete, readable file. Training marks the shards it used `consumed`
-with the model version. Paths are stored relative to the home, so a home can be moved.
+with the model version. `cllm reprocess` (pipeline/reprocess.py) marks the shards it rewrote
+`retired`, `replaced_by` the shard that took each one's place: out of every plan, still in
+the lineage of the versions that learned it. Paths are stored relative to the home, so a home
+can be moved.
 
     with Catalog(home, database_url) as catalog:     # or Catalog.of(config)
         for shard in catalog.list_shards(state="new"):
@@ -22,9 +25,10 @@ import sqlalchemy as sa
 from core.db import Database
 from core.errors import UserError
 from core.home import Home
-from core.shards import text_row, write_shard
+from core.shards import ShardInfo, text_row, write_shard
 
-STATES = ("new", "consumed")
+STATES = ("new", "consumed", "retired")
+_KNOWN_STATES = f"state IN ({', '.join(repr(s) for s in STATES)})"
 
 METADATA = sa.MetaData()
 SHARDS = sa.Table(
@@ -38,7 +42,8 @@ SHARDS = sa.Table(
     sa.Column("created", sa.Text, nullable=False),  # ISO 8601, UTC
     sa.Column("state", sa.Text, nullable=False, server_default="new"),
     sa.Column("consumed_by", sa.Text),  # the model version that trained on it
-    sa.CheckConstraint("state IN ('new', 'consumed')", name="shards_state_known"),
+    sa.Column("replaced_by", sa.Text),  # retired: the shard (path) rewritten from it
+    sa.CheckConstraint(_KNOWN_STATES, name="shards_state_known"),
     sa.Index("shards_state", "state"),
     schema="catalog",
 )
@@ -55,12 +60,34 @@ class Shard:
     created: str
     state: str
     consumed_by: str | None
+    replaced_by: str | None = None
+
+
+def _allow_all_states(conn: sa.Connection) -> None:
+    """A catalog made before a state was added checks for the old list: checked anew."""
+    schema = "catalog" if conn.dialect.name == "postgresql" else None
+    checks = sa.inspect(conn).get_check_constraints("shards", schema=schema)
+    if all("retired" in c["sqltext"] for c in checks):
+        return
+    if schema:
+        conn.execute(sa.text("ALTER TABLE catalog.shards DROP CONSTRAINT shards_state_known"))
+        conn.execute(sa.text("ALTER TABLE catalog.shards ADD CONSTRAINT shards_state_known "
+                             f"CHECK ({_KNOWN_STATES})"))
+        return
+    # SQLite changes no constraint: the table is made again, its rows copied over
+    columns = ", ".join(c.name for c in SHARDS.columns)
+    conn.exec_driver_sql("DROP INDEX IF EXISTS shards_state")
+    conn.exec_driver_sql("ALTER TABLE shards RENAME TO shards_old")
+    SHARDS.create(conn)
+    conn.exec_driver_sql(f"INSERT INTO shards ({columns}) SELECT {columns} FROM shards_old")
+    conn.exec_driver_sql("DROP TABLE shards_old")
 
 
 class Catalog:
     def __init__(self, home: Path | Home, database_url: str = ""):
         self.home = Home(home)
         self.db = Database(database_url, self.home.catalog, METADATA)
+        self.db.write(_allow_all_states)
 
     @classmethod
     def of(cls, config) -> Catalog:
@@ -108,6 +135,31 @@ class Catalog:
     def has_shard(self, path: Path | str) -> bool:
         query = sa.select(SHARDS.c.path).where(SHARDS.c.path == self._relative(path))
         return self.db.read(lambda conn: conn.execute(query).first()) is not None
+
+    def replace(self, replaced: list[tuple[Shard, ShardInfo | None]], crawl_id: str,
+                added: list[ShardInfo] = ()) -> None:
+        """Catalogue the shards of a reprocessing (`crawl_id`) and retire those they replace,
+        in one transaction. A replacement (None: its documents all dropped) of a consumed
+        shard is consumed by the same version: it holds none but documents learned. The
+        `added` shards (documents no old shard held) are `new`."""
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+        def insert(conn: sa.Connection, info: ShardInfo, consumed_by: str | None) -> None:
+            conn.execute(SHARDS.insert().values(
+                path=self._relative(info.path), crawl_id=crawl_id, rows=info.rows,
+                bytes=info.bytes, sha256=info.sha256, created=created,
+                state="consumed" if consumed_by else "new", consumed_by=consumed_by))
+
+        def work(conn: sa.Connection) -> None:
+            for info in added:
+                insert(conn, info, None)
+            for old, new in replaced:
+                if new is not None:
+                    insert(conn, new, old.consumed_by if old.state == "consumed" else None)
+                conn.execute(SHARDS.update().where(SHARDS.c.path == old.name).values(
+                    state="retired", replaced_by=new and self._relative(new.path)))
+
+        self.db.write(work)
 
     def mark_consumed(self, paths: list[Path | str], version: str) -> None:
         """Mark shards consumed by a model version, all of them or (on an error) none."""

@@ -2,6 +2,7 @@
 nowhere else.
 
     shards/<crawl_id>/part-NNNNN.parquet   the crawled documents (core/shards.py)
+    warc/<crawl_id>/part-NNNNN.warc.gz     the responses of each shard's pages (core/warc.py)
     catalog.sqlite                         one row a shard, its state (core/catalog.py)
     crawl/state.sqlite                     seen URLs, dedup index (crawler/state.py)
     crawl/lock                             one crawl per home (crawler/run.py)
@@ -41,6 +42,7 @@ class _Under:
 class Home:
     # crawled data
     shards = _Under("shards")
+    warc = _Under("warc")
     catalog = _Under("catalog.sqlite")
     crawl = _Under("crawl")
     crawl_state = _Under("crawl", "state.sqlite")
@@ -84,6 +86,9 @@ class Home:
 
     def crawl_shards(self, crawl_id: str) -> Path:
         return self.shards / crawl_id
+
+    def crawl_warc(self, crawl_id: str) -> Path:
+        return self.warc / crawl_id
 
     def crawl_job(self, crawl_id: str) -> Path:
         return self.crawl_jobs / crawl_id

@@ -22,8 +22,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.files import atomic_path, file_sha256, publish
+from core.warc import Fetched, WarcFile
 
-SCHEMA_VERSION = "2"  # 2: language identified from the text, its score, the declared one
+# 2: language identified from the text, its score, the declared one; 3: its WARC record
+SCHEMA_VERSION = "3"
 SCHEMA = pa.schema(
     [
         ("doc_id", pa.string()),
@@ -40,11 +42,17 @@ SCHEMA = pa.schema(
         ("content_type", pa.string()),
         ("n_chars", pa.int32()),
         ("crawl_id", pa.string()),
+        # the page's response in the raw archive (core/warc.py): the file, relative to the
+        # home, and the byte offset of its record; null without `keep_warc`
+        ("warc_file", pa.string()),
+        ("warc_offset", pa.int64()),
     ],
     metadata={"cllm.schema_version": SCHEMA_VERSION,
               "cllm.crawler_version": version("crystalline")},
 )
-SINCE_2 = {"language_score", "declared_language"}  # a shard of schema 1 is still one
+# columns added since schema 1: a shard of an older schema is still one
+SINCE_2 = {"language_score", "declared_language"}
+SINCE_3 = {"warc_file", "warc_offset"}
 # A crawl's dropped documents (crawl/dropped/<crawl_id>/part-NNNNN.parquet, crawler/drops.py):
 # each with its reason and detail, the text of a sample of them (null for the others).
 DROPS_SCHEMA = pa.schema(
@@ -58,8 +66,9 @@ DROPS_SCHEMA = pa.schema(
     ],
     metadata={"cllm.schema_version": "1", "cllm.crawler_version": version("crystalline")},
 )
-_NUMBER = re.compile(r"(\d{5})\.parquet")
 PARQUET_MAGIC = b"PAR1"
+WARC_SUFFIX = ".warc.gz"
+REPROCESSED = "reprocess-"  # the crawl id of shards rewritten by `cllm reprocess`
 
 
 @dataclass(frozen=True)
@@ -76,9 +85,9 @@ def shard_files(home: Path) -> list[Path]:
 
 
 def remove_temp_files(crawl_dir: Path, process: str = "") -> None:
-    """Half-written shards of a crawl that was killed (or of one process of a fleet): never
-    visible, now gone."""
-    for tmp in crawl_dir.glob(f".part-{process + '-' if process else ''}*.parquet.tmp"):
+    """Half-written shards (or archives) of a crawl that was killed (or of one process of a
+    fleet): never visible, now gone."""
+    for tmp in crawl_dir.glob(f".part-{process + '-' if process else ''}*.tmp"):
         tmp.unlink()
 
 
@@ -111,10 +120,11 @@ def write_shard(path: Path, rows: list[dict], schema: pa.Schema = SCHEMA) -> Sha
     return describe(path)
 
 
-def last_part(folder: Path, prefix: str = "part-") -> int:
-    """The number of the highest <prefix>NNNNN.parquet in a folder; 0 with none."""
-    return max((int(m.group(1)) for p in folder.glob(f"{prefix}*.parquet")
-                if (m := _NUMBER.fullmatch(p.name[len(prefix):]))), default=0)
+def last_part(folder: Path, prefix: str = "part-", suffix: str = ".parquet") -> int:
+    """The number of the highest <prefix>NNNNN<suffix> in a folder; 0 with none."""
+    number = re.compile(rf"(\d{{5}}){re.escape(suffix)}")
+    return max((int(m.group(1)) for p in folder.glob(f"{prefix}*{suffix}")
+                if (m := number.fullmatch(p.name[len(prefix):]))), default=0)
 
 
 def shard_problem(path: Path, sha256: str) -> str | None:
@@ -129,7 +139,7 @@ def shard_problem(path: Path, sha256: str) -> str | None:
         return f"unreadable Parquet ({e})"
     for field in SCHEMA:
         if field.name not in schema.names:
-            if field.name in SINCE_2:
+            if field.name in SINCE_2 | SINCE_3:
                 continue
             return f"does not match the shard schema: no column {field.name!r}"
         found = schema.field(field.name).type
@@ -145,18 +155,36 @@ class ShardWriter:
     """Buffers rows, writes row groups of `row_group_rows`, rotates at `max_bytes`;
     `on_commit(ShardInfo)` runs after each shard is renamed into place. A caller with a
     time limit as well calls `close()` when it is up: the next row starts a new shard. With
-    `process`, its shards are `part-<process>-NNNNN.parquet`."""
+    `process`, its shards are `part-<process>-NNNNN.parquet`. With `warc_dir`, `archive`
+    writes responses into the shard's WARC file there (core/warc.py), renamed into place
+    just before the shard."""
 
     def __init__(self, crawl_dir: Path, max_bytes: int, row_group_rows: int,
-                 on_commit: Callable[[ShardInfo], None], process: str = ""):
-        self.dir = crawl_dir
+                 on_commit: Callable[[ShardInfo], None], process: str = "",
+                 warc_dir: Path | None = None):
+        self.dir, self.warc_dir = crawl_dir, warc_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.max_bytes, self.row_group_rows, self.on_commit = max_bytes, row_group_rows, on_commit
         self.name = f"part-{process}-" if process else "part-"
-        self.next_number = last_part(self.dir, self.name) + 1
+        # an archive of drops only (the end of a crawl) takes a number without a shard
+        self.next_number = max(last_part(self.dir, self.name),
+                               last_part(warc_dir, self.name, WARC_SUFFIX) if warc_dir else 0) + 1
         self.rows: list[dict] = []
         self.writer: pq.ParquetWriter | None = None
         self.tmp: Path | None = None
+        self.warc: WarcFile | None = None
+
+    @property
+    def stem(self) -> str:
+        return f"{self.name}{self.next_number:05d}"
+
+    def archive(self, fetched: Fetched) -> tuple[Path, int]:
+        """A response into the archive of the shard being written: the archive's final path
+        and the record's offset (for the rows that point to it)."""
+        if self.warc is None:
+            self.warc_dir.mkdir(parents=True, exist_ok=True)
+            self.warc = WarcFile(self.warc_dir / f".{self.stem}{WARC_SUFFIX}.tmp")
+        return self.warc_dir / f"{self.stem}{WARC_SUFFIX}", self.warc.add(fetched)
 
     def add(self, row: dict) -> None:
         self.rows.append(row)
@@ -171,23 +199,43 @@ class ShardWriter:
         return bool(self.rows) or self.writer is not None
 
     def close(self) -> None:
-        """Write what is buffered and commit the last shard."""
+        """Write what is buffered and commit the last shard (or the archive of the pages
+        dropped since the last one)."""
         if self.rows:
             self._write_row_group()
         if self.writer is not None:
             self._commit()
+        elif self.warc is not None:
+            self._publish_warc()
+            self.next_number += 1
+
+    def remove_temp_files(self, process: str = "") -> None:
+        """What is being written is lost (a full disk, a process given up)."""
+        if self.warc is not None:
+            self.warc.close()
+            self.warc = None
+        remove_temp_files(self.dir, process)
+        if self.warc_dir is not None:
+            remove_temp_files(self.warc_dir, process)
 
     def _write_row_group(self) -> None:
         if self.writer is None:
-            self.tmp = self.dir / f".{self.name}{self.next_number:05d}.parquet.tmp"
+            self.tmp = self.dir / f".{self.stem}.parquet.tmp"
             self.writer = pq.ParquetWriter(self.tmp, SCHEMA, compression="zstd")
         self.writer.write_table(pa.Table.from_pylist(self.rows, schema=SCHEMA),
                                 row_group_size=self.row_group_rows)
         self.rows = []
 
+    def _publish_warc(self) -> None:
+        self.warc.close()
+        publish(self.warc.path, self.warc_dir / f"{self.stem}{WARC_SUFFIX}")
+        self.warc = None
+
     def _commit(self) -> None:
         self.writer.close()
-        final = self.dir / f"{self.name}{self.next_number:05d}.parquet"
+        if self.warc is not None:  # first: a shard in place always has its archive
+            self._publish_warc()
+        final = self.dir / f"{self.stem}.parquet"
         publish(self.tmp, final)
         self.writer, self.tmp = None, None
         self.next_number += 1

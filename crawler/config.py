@@ -88,6 +88,9 @@ class CrawlConfig:
     # (chosen by URL, so a crawl run again keeps the same pages: 1.0 keeps every text).
     keep_dropped: int = 20
     keep_dropped_share: float = 0.0
+    # Every processed page's response (kept or dropped) in a WARC file beside its shard
+    # (warc/<crawl>/<shard>.warc.gz, core/warc.py); each document points to its record.
+    keep_warc: bool = True
     # Deduplication
     near_dup_threshold: float = 0.8  # estimated Jaccard similarity of word 5-grams
     minhash_perm: int = 128

@@ -68,7 +68,9 @@ class Scheduler(RedisScheduler):
         self.fleet, self.crawler, self.stats = fleet, crawler, crawler.stats
         config = crawl_config(crawler.settings)
         self.lease, self.idle_timeout = config.frontier_lease, config.idle_timeout
-        self.shard_dir = Home(crawler.settings["CLLM_HOME"]).crawl_shards(fleet.crawl_id)
+        home = Home(crawler.settings["CLLM_HOME"])
+        # where a process given up leaves the temp files of its shard and its archive
+        self.temp_dirs = [home.crawl_shards(fleet.crawl_id), home.crawl_warc(fleet.crawl_id)]
         self.popped = 0
         # In hand: popped, not handled. Handled: waiting for the next checkpoint.
         self.active: set[str] = set()
@@ -196,7 +198,8 @@ class Scheduler(RedisScheduler):
             return
         for gone in self.guarded(self.fleet.requeue) or []:
             log.warning("fleet_process_given_up", process=gone)
-            remove_temp_files(self.shard_dir, gone)
+            for folder in self.temp_dirs:
+                remove_temp_files(folder, gone)
         engine = self.crawler.engine
         if engine is not None and getattr(engine, "_slot", None) and self.guarded(len, self.queue):
             # Requests queued by others: Scrapy would look again only on its own 5 s beat.

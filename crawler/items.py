@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from core.warc import Fetched
 from text.document import Document
 
 
@@ -26,6 +27,8 @@ class Page:
     etag: str | None = None
     last_modified: str | None = None
     links: list[str] | None = None
+    # The response for the raw archive (core/warc.py); None without `keep_warc`
+    fetched: Fetched | None = None
 
 
 # signal (args: request, items): a callback or errback is over, after `items` Pages; a

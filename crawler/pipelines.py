@@ -9,6 +9,8 @@ page raises Scrapy's `DropItem(reason)`, counted in the crawl stats (`cllm/dropp
 where the report and the progress bar read it, and is recorded (crawler/drops.py) with its
 detail and, for a sample, its text. A written document counts its language
 (`cllm/languages/<code>`) and the personal data replaced in it (`cllm/pii/<kind>`).
+With `keep_warc`, every page's response, kept or dropped, goes into the raw archive of the
+shard being written (core/warc.py), and a written document points to its record.
 
 When the writer has renamed a shard into place and catalogued it, or when `shard_max_minutes`
 have passed, it sends `checkpoint`, on which the crawl state (crawler/state.py) makes what
@@ -34,7 +36,14 @@ from core.catalog import Catalog
 from core.errors import Unavailable
 from core.files import storage_problem
 from core.home import Home
-from core.shards import ShardInfo, ShardWriter, describe, remove_temp_files, shard_files
+from core.shards import (
+    REPROCESSED,
+    ShardInfo,
+    ShardWriter,
+    describe,
+    remove_temp_files,
+    shard_files,
+)
 from crawler.config import CrawlConfig, crawl_config
 from crawler.drops import DropLog
 from crawler.items import Page
@@ -202,19 +211,25 @@ class ShardWriterPipeline:
         pipeline = cls(crawler, Home(settings["CLLM_HOME"]), settings["CLLM_CRAWL_ID"],
                        crawl_config(settings))
         crawler.signals.connect(pipeline.abandon, signal=abandon)
+        crawler.signals.connect(pipeline.item_dropped, signal=signals.item_dropped)
         return pipeline
 
     def open_spider(self) -> None:
         self.catalog = Catalog(self.home, self.crawler.settings.get("CLLM_DATABASE_URL", ""))
         crawl_dir = self.home.crawl_shards(self.crawl_id)
         crawl_dir.mkdir(parents=True, exist_ok=True)
+        warc_dir = self.home.crawl_warc(self.crawl_id) if self.config.keep_warc else None
         if not self.process:  # a fleet's other processes are writing theirs
             remove_temp_files(crawl_dir)
+            if warc_dir is not None:
+                remove_temp_files(warc_dir)
         for path in shard_files(self.home):  # renamed just before a crash, never catalogued
-            if not self.catalog.has_shard(path):
+            # (a reprocessing catalogues its shards all at once, or removes them)
+            if not path.parent.name.startswith(REPROCESSED) and not self.catalog.has_shard(path):
                 self._catalogue(path)
         self.writer = ShardWriter(crawl_dir, int(self.config.shard_max_mb * 2**20),
-                                  self.config.row_group_rows, self._committed, self.process)
+                                  self.config.row_group_rows, self._committed, self.process,
+                                  warc_dir)
         self.timer.start(self.config.shard_max_minutes * 60, now=False)
 
     def _catalogue(self, path: Path) -> None:
@@ -257,11 +272,27 @@ class ShardWriterPipeline:
         """The shard so far is not written (its temp file removed, the space back); its pages
         are fetched again."""
         self.failed = True
-        remove_temp_files(self.writer.dir, self.process)
+        self.writer.remove_temp_files(self.process)
         self.crawler.signals.send_catch_log(signal=shard_failed)
+
+    def archive(self, item: Page) -> tuple[str | None, int | None]:
+        """The page's response into the raw archive: where its record is (None, None
+        without `keep_warc`, or when the archive could not be written)."""
+        if item.fetched is None or self.failed:
+            return None, None
+        where = []
+        if self.writing(lambda: where.extend(self.writer.archive(item.fetched))):
+            return self.home.relative(where[0]), where[1]
+        return None, None
+
+    def item_dropped(self, item: Page, response, exception, spider) -> None:
+        # A dropped page's response is archived too (with the shard written meanwhile).
+        if str(exception) != "lost":
+            self.archive(item)
 
     def process_item(self, item: Page) -> Page:
         doc = item.doc
+        warc_file, warc_offset = self.archive(item)
         if not self.writing(self.writer.add, {
             "doc_id": doc.doc_id,
             "url": doc.url,
@@ -277,6 +308,8 @@ class ShardWriterPipeline:
             "content_type": doc.content_type,
             "n_chars": len(doc.text),
             "crawl_id": self.crawl_id,
+            "warc_file": warc_file,
+            "warc_offset": warc_offset,
         }):
             raise DropItem("lost")  # not written: the next crawl fetches it again
         stats = self.crawler.stats

@@ -154,7 +154,7 @@ def _champion(config: Config, registry: Registry, purpose: str) -> str:
 
 def plan_update(config: Config, registry: Registry) -> Plan:
     """The next increment for champion: the usable `new` shards (none: nothing to do) and the
-    consumed ones as the replay pool."""
+    consumed ones as the replay pool (retired ones are not: pipeline/reprocess.py)."""
     home = Home(config.home)
     parent = _champion(config, registry, "")
     with Catalog.of(config) as catalog:
@@ -166,10 +166,11 @@ def plan_update(config: Config, registry: Registry) -> Plan:
 
 
 def plan_from_scratch(config: Config, registry: Registry) -> Plan:
-    """Every usable shard of the catalog, new or consumed, for a new model and tokenizer."""
+    """Every usable shard of the catalog, new or consumed (not retired: a reprocessed shard's
+    replacement is there), for a new model and tokenizer."""
     home = Home(config.home)
     with Catalog.of(config) as catalog:
-        shards, skipped = _usable(catalog.list_shards())
+        shards, skipped = _usable([s for s in catalog.list_shards() if s.state != "retired"])
     if not shards:
         reason = f"; {len(skipped)} unusable" if skipped else ""
         where = config.database_url or home.catalog

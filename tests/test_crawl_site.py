@@ -102,7 +102,7 @@ def test_shards_read_back_in_the_architecture_schema(first):
     table = pq.read_table(paths[0])
     assert table.schema.remove_metadata() == SCHEMA.remove_metadata()
     meta = table.schema.metadata
-    assert meta[b"cllm.schema_version"] == b"2" and meta[b"cllm.crawler_version"]
+    assert meta[b"cllm.schema_version"] == b"3" and meta[b"cllm.crawler_version"]
     column = pq.ParquetFile(paths[0]).metadata.row_group(0).column(0)
     assert column.compression == "ZSTD"
     for doc in table.to_pylist():

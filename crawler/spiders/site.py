@@ -30,6 +30,7 @@ from scrapy.exceptions import (
 from scrapy.spidermiddlewares.httperror import HttpError
 
 from core.config import load
+from core.warc import Fetched
 from crawler.config import CrawlConfig, CrawlerConfig, crawl_config, new_crawl_id, scrapy_settings
 from crawler.guard import Skipped
 from crawler.items import Page, request_done
@@ -243,12 +244,14 @@ class SiteSpider(scrapy.Spider):
         else:
             self.stat("extracted", int(bool(reply.get("extracted"))))
             fields = reply.get("doc") or {}
+            fetched_at = datetime.now(timezone.utc)
             yield Page(doc=Document(url=response.url, content_type=media_type, **fields),
                        canonical_url=url, domain=domain_of(response.url), status=response.status,
-                       fetched_at=datetime.now(timezone.utc), body_sha256=body_sha256,
+                       fetched_at=fetched_at, body_sha256=body_sha256,
                        drop=reply.get("drop") or ("" if fields else "no_text"),
                        detail=reply.get("detail", ""), etag=etag, last_modified=last_modified,
-                       links=links)
+                       links=links,
+                       fetched=fetched(response, fetched_at) if self.config.keep_warc else None)
         for link in links:
             if (request := self.follow(link, depth)) is not None:
                 yield request
@@ -281,6 +284,14 @@ class SiteSpider(scrapy.Spider):
         if stat.startswith("error/"):
             self.logger.info("failed %s: %s", failure.request.url, stat[len("error/"):])
         self.done(failure.request)
+
+
+def fetched(response, fetched_at: datetime) -> Fetched:
+    """The response as the raw archive keeps it (under its request's URL)."""
+    headers = [(k.decode("latin-1"), v.decode("latin-1"))
+               for k, values in response.headers.items() for v in values]
+    return Fetched(response.request.url, fetched_at, response.status, headers, response.body,
+                   getattr(response, "protocol", None) or "HTTP/1.1")
 
 
 def _header(response, name: str) -> str | None:
