@@ -23,14 +23,16 @@ from pipeline.registry import Registry
 
 pytestmark = pytest.mark.slow
 KILLS = 20
-TRAIN = ["train", "--data", TEXT / "shakespeare" / "hamlet.txt", "--steps", "60",
+STEPS = 600  # enough that the training, not only the start-up, takes a good part of a run
+TRAIN = ["train", "--data", TEXT / "shakespeare" / "hamlet.txt", "--steps", str(STEPS),
          "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--seq-len", "32",
          "--batch-size", "8", "--vocab-size", "300", "--threads", "1"]
 
 
-def campaign(home: Path, args, env: dict, span: float, seed: int):
+def campaign(home: Path, args, env: dict, span, seed: int):
     """Start `cllm ARGS` (`args()`: what to run now) and SIGKILL it at a random moment within
-    `span` seconds, KILLS times; yields the number of runs killed so far after each."""
+    `span()` seconds (what this run still has to do), KILLS times; yields the number of runs
+    killed so far after each."""
     rng = random.Random(seed)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")}
     full_env |= env | {"CLLM_HOME": str(home)}
@@ -38,7 +40,7 @@ def campaign(home: Path, args, env: dict, span: float, seed: int):
     for _ in range(KILLS):
         proc = subprocess.Popen([str(CLLM), *map(str, args())], env=full_env, cwd=home,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, span))
+        time.sleep(rng.uniform(0.3, span()))
         if proc.poll() is None:
             proc.kill()
             killed += 1
@@ -56,20 +58,33 @@ def assert_whole_or_absent(model: Path) -> None:
 
 def test_a_training_killed_20_times_ends_with_the_parameters_of_one_never_killed(home):
     config = home / "cllm.toml"
-    config.write_text("[train]\ncheckpoint_every = 3\neval_every = 20\n")
+    config.write_text("[train]\ncheckpoint_every = 20\neval_every = 200\n")
     straight = home / "straight"
     began = time.monotonic()
     run_cllm("--config", config, *TRAIN, "--out", straight, home=home)
     span = time.monotonic() - began
-
+    start_ups = []  # imports, compilation and the tokenizer; then imports, compilation
+    for steps, resume in (("1", []), ("2", ["--resume"])):
+        began = time.monotonic()
+        run_cllm("--config", config, *TRAIN, "--steps", steps, "--out", home / "start",
+                 *resume, home=home)
+        start_ups.append(min(time.monotonic() - began, span))
     model = home / "killed"
+
+    def remaining() -> float:
+        """Up to a little before this run would end (its start-up and the steps it has left):
+        so that every run is killed, a late one in its training, none after its end."""
+        resumed = is_checkpoint(model)
+        done = json.loads((model / "training_state.json").read_text())["step"] if resumed else 0
+        ends = start_ups[resumed] + (span - start_ups[0]) * (1 - done / STEPS)
+        return max(0.4, ends - 0.3)
 
     def args():  # as a person would: --resume once there is a checkpoint to resume
         return ["--config", config, *TRAIN, "--out", model,
                 *(["--resume"] if is_checkpoint(model) else [])]
 
     killed = 0
-    for killed in campaign(home, args, {}, span, seed=11):
+    for killed in campaign(home, args, {}, remaining, seed=11):
         assert_whole_or_absent(model)
     assert killed >= KILLS // 2, "too few kills landed inside a training"
     run_cllm(*args(), home=home)
@@ -95,7 +110,7 @@ def test_an_update_killed_20_times_registers_one_version_as_one_never_killed(
 
     home = homes["killed"]
     killed = 0
-    for killed in campaign(home, lambda: ["update"], TINY, span, seed=12):
+    for killed in campaign(home, lambda: ["update"], TINY, lambda: span, seed=12):
         for work in home.glob("work/*/model"):
             assert_whole_or_absent(work)
     assert killed >= KILLS // 2, "too few kills landed inside an update"
