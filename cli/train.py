@@ -112,16 +112,13 @@ def print_result(result) -> None:
 def launch_workers(args, config, workers: int, group_size: int) -> int:
     """`--workers N`: start N ranks of this same command line (with `--mpi`) under mpiexec
     and wait for them; with hosts, N/len(hosts) on each, one level-1 group a host."""
-    from engine.launcher import launch
+    from engine.launcher import launch, on_hosts
 
     threads = config.train.threads or 1  # one BLAS thread a worker: the workers fill the cores
     # the ranks write to pipes: keep their log lines readable when a person is watching
     console = config.log_format == "auto" and sys.stderr.isatty()
     argv = [*args.argv, "--mpi", "--group-size", str(group_size)]
-    hosts, place = config.train.host_list, {}
-    if hosts:  # the ranks' scratch folder where every host sees it: under the shared home
-        place = {"hosts": hosts, "launcher_exec": config.train.launcher_exec or None,
-                 "run_root": Home(config.home).mpi}
+    place = on_hosts(config.train.host_list, config.train.launcher_exec, Home(config.home).mpi)
     status, message = launch(CLI_MODULE, argv, workers, threads,
                              env={"CLLM_LOG_FORMAT": "console"} if console else None, **place)
     if message:

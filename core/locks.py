@@ -1,5 +1,7 @@
 """A lock for one process at a time per home: an flock, which the kernel releases when its
-holder dies, however it dies. The holder writes its pid into the file, for messages."""
+holder dies, however it dies. The holder writes its pid into the file, for messages. And
+whether a process of this machine is still running (`process_alive`), for what records a
+pid without holding a lock (a training's progress file, a crawler of the fleet's state)."""
 
 from __future__ import annotations
 
@@ -43,3 +45,14 @@ class FileLock:
         if self.file is not None:
             self.file.close()  # closing drops the flock
             self.file = None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this machine is running (another user's counts too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process
+    return True

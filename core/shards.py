@@ -15,14 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.files import atomic_path, file_sha256, publish
-from core.warc import Fetched, WarcFile
+
+if TYPE_CHECKING:  # warcio (and fsspec under it) only where a crawl archives
+    from core.warc import Fetched, WarcFile
 
 # 2: language identified from the text, its score, the declared one; 3: its WARC record
 SCHEMA_VERSION = "3"
@@ -183,6 +185,8 @@ class ShardWriter:
         and the record's offset (for the rows that point to it)."""
         if self.warc is None:
             self.warc_dir.mkdir(parents=True, exist_ok=True)
+            from core.warc import WarcFile
+
             self.warc = WarcFile(self.warc_dir / f".{self.stem}{WARC_SUFFIX}.tmp")
         return self.warc_dir / f"{self.stem}{WARC_SUFFIX}", self.warc.add(fetched)
 

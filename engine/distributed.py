@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import UserError
-from engine.model import ops
 
 
 class Stopped(KeyboardInterrupt):
@@ -195,6 +194,9 @@ class World(Topology):
 
         n = len(buffer) - 2
         if link_precision == "bfloat16" and self.groups > 1 and self.group_rank == 0:
+            # here, not at import: the web application reads progress through this module
+            from engine.model import ops
+
             packed = np.empty(n + 4, dtype=np.uint16)  # the gradients, then the two scalars
             gathered = np.empty((self.groups, n + 4), dtype=np.uint16)
 

@@ -154,6 +154,14 @@ def worker_layout(workers: int, hosts: list[str], group_size: int) -> tuple[int,
     return workers, group_size
 
 
+def on_hosts(hosts: list[str], launcher_exec: str, shared_root: Path) -> dict:
+    """`launch`'s keywords for a job on `hosts` (none without): how mpiexec reaches them, and
+    the ranks' scratch folder under `shared_root`, where every host sees it."""
+    if not hosts:
+        return {}
+    return {"hosts": hosts, "launcher_exec": launcher_exec or None, "run_root": shared_root}
+
+
 def launch(module: str, argv: list[str], workers: int, threads: int,
            env: dict | None = None, hosts: list[str] | None = None,
            launcher_exec: str | None = None,

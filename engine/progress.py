@@ -4,10 +4,10 @@ Training tab, the demo): written by the trainer's root rank, read by `read_progr
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
+from core.locks import process_alive
 from engine.distributed import parse_worker_states
 
 
@@ -84,7 +84,7 @@ def read_progress(path: Path) -> dict:
         message = "champion" if registered["promoted"] else "gate refused: champion stays"
     elif end is not None:
         status, message = end["status"], end.get("message", "")
-    elif start and _alive(start["pid"]):
+    elif start and process_alive(start["pid"]):
         status, message = "running", ""
     else:
         status, message = "killed", "the trainer ended without a final record (killed?)"
@@ -95,13 +95,3 @@ def read_progress(path: Path) -> dict:
             "eta_s": last.get("eta_s") if status == "running" else None,
             "comm": last.get("comm"), "worker_states": parse_worker_states(last.get("workers")),
             "updated": last.get("time", start.get("time")), "train": train, "evals": evals}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True

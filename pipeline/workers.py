@@ -32,7 +32,7 @@ def train_on_workers(home: Home, plan: Plan, source: str | Path, out: Path, cfg:
                      model: GPTConfig, tokenizer: Tokenizer | None, replay_fraction: float,
                      log_format: str) -> None:
     """Train as `cfg.workers` ranks (see `engine.launcher.worker_layout`) and wait."""
-    from engine.launcher import launch, worker_layout
+    from engine.launcher import launch, on_hosts, worker_layout
 
     hosts = cfg.host_list
     workers, group_size = worker_layout(cfg.workers, hosts, cfg.group_size)
@@ -44,9 +44,8 @@ def train_on_workers(home: Home, plan: Plan, source: str | Path, out: Path, cfg:
         "train_config": asdict(cfg), "model_config": asdict(model),
         "tokenizer": tokenizer is not None, "replay_fraction": replay_fraction,
         "group_size": group_size, "log_format": log_format})
-    place = {"hosts": hosts, "launcher_exec": cfg.launcher_exec or None,
-             "run_root": home.mpi} if hosts else {}
-    status, message = launch("pipeline.workers", [str(work)], workers, cfg.threads or 1, **place)
+    status, message = launch("pipeline.workers", [str(work)], workers, cfg.threads or 1,
+                             **on_hosts(hosts, cfg.launcher_exec, home.mpi))
     if status == 2:
         raise UserError(message)
     if status == 130:

@@ -26,14 +26,39 @@ pytestmark = pytest.mark.slow
 DELAY, SLOTS = 0.15, 2
 
 
-def assert_polite(gaps: list[float], delay: float = DELAY) -> None:
-    """The gaps between the site's requests, as the site saw them, kept `delay` apart. A
-    request's way from the slot taken in Redis to the site varies with the machine's load (on
-    a loaded 2-core machine by up to 120 ms), so single gaps may come out shorter; but three
-    processes each polite on its own would come three times as often: most gaps a third."""
-    ordered = sorted(gaps)
-    assert ordered[len(ordered) // 10] >= delay * 2 / 3, ordered[:10]
-    assert statistics.median(ordered) >= delay * 0.9, statistics.median(ordered)
+def assert_polite(timings: list[tuple[str, float, float]], delay: float = DELAY) -> None:
+    """The site's own record of (path, start, end): never more than SLOTS requests at once,
+    robots.txt asked for once, and the requests kept `delay` apart. A request's way from the
+    slot taken in Redis to the site varies with the machine's load (on a loaded 2-core
+    machine by up to 120 ms), so single gaps may come out shorter; but three processes each
+    polite on its own would come three times as often: most gaps a third."""
+    timings = sorted(timings, key=lambda t: t[1])
+    assert overlap(timings) <= SLOTS
+    assert [t[0] for t in timings].count("/robots.txt") == 1  # once per crawl
+    gaps = sorted(b[1] - a[1] for a, b in zip(timings, timings[1:]))
+    assert gaps[len(gaps) // 10] >= delay * 2 / 3, gaps[:10]
+    assert statistics.median(gaps) >= delay * 0.9, statistics.median(gaps)
+
+
+def holding_requests(fleet: Fleet, candidates: list) -> subprocess.Popen | None:
+    """One of the `candidates` (Popen) that holds requests in flight now, or None."""
+    for process in fleet.redis.hkeys(fleet.key("info")):
+        pid = int(process.decode().split("-")[-2])  # process ids are host-pid-random
+        if fleet.redis.hlen(fleet.key(f"inflight:{process.decode()}")):
+            for candidate in candidates:
+                if candidate.pid == pid:
+                    return candidate
+    return None
+
+
+def assert_crawled_once(home, reports: list[dict], expected: list[str]) -> None:
+    """The fleet ended by itself, every page crawled once: nothing lost, nothing twice."""
+    assert all(r["finish_reason"] == "finished" and r["complete"] for r in reports)
+    got = doc_ids(home)
+    assert sorted(got) == sorted(expected) and len(set(got)) == len(got)
+    assert sum(r["docs_written"] for r in reports) == len(expected)
+
+
 # The site's duplicate pages (a print view, a modernised edition) removed: which copy a
 # fleet keeps is a matter of the crawl state's cross-process dedup, not of the frontier.
 DUPLICATES = ["print", "editions"]
@@ -94,11 +119,7 @@ def fleet_crawl(tmp_path, root, frontier, expected) -> None:
                                          stderr=subprocess.PIPE, text=True)
             if len(site.timings) < 20:
                 continue
-            for process in fleet.redis.hkeys(fleet.key("info")):
-                pid = int(process.decode().split("-")[-2])
-                if fleet.redis.hlen(fleet.key(f"inflight:{process.decode()}")) and \
-                        pid in [p.pid for p in processes[1:]]:
-                    victim = next(p for p in processes if p.pid == pid)
+            victim = holding_requests(fleet, processes[1:])
         assert victim is not None, "no process held requests midway"
         victim.send_signal(signal.SIGKILL)
         victim.wait()
@@ -117,22 +138,13 @@ def fleet_crawl(tmp_path, root, frontier, expected) -> None:
                 process.kill()
         site.close()
 
-    # The fleet ended by itself, every page crawled once: nothing lost, nothing twice.
-    assert all(r["finish_reason"] == "finished" and r["complete"] for r in reports)
-    got = doc_ids(home)
-    assert sorted(got) == sorted(expected) and len(set(got)) == len(got)
-    assert sum(r["docs_written"] for r in reports) == len(expected)
+    assert_crawled_once(home, reports, expected)
     assert not list(home.glob("shards/f1/.*.tmp"))
     assert all(p.name.startswith("part-") and p.name.count("-") >= 3
                for p in home.glob("shards/f1/*.parquet"))
     names = {p.name for p in (home / "crawl" / "reports").glob("f1.*.json")}
     assert names == {f"f1.{r['process']}.json" for r in reports}
-    # Polite across the fleet: the site's own log.
-    timings = sorted(site.timings, key=lambda t: t[1])
-    assert overlap(timings) <= SLOTS
-    gaps = [b[1] - a[1] for a, b in zip(timings, timings[1:])]
-    assert_polite(gaps)
-    assert [t[0] for t in timings].count("/robots.txt") == 1  # once per crawl
+    assert_polite(site.timings)  # across the fleet, by the site's own log
     # A finished crawl id is not started again.
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and "has finished: give a new --crawl-id" in again.stderr

@@ -27,7 +27,8 @@ from crawler.fleet import Fleet
 from crawlkit import CLLM, SITE, SiteServer, cllm_env, crawl
 from netns import SUBNET, hosts_fixture
 from pipeline.services import POSTGRES_BIN, Postgres, Redis
-from test_crawl_fleet import DUPLICATES, SLOTS, assert_polite, doc_ids, overlap
+from test_crawl_fleet import (DUPLICATES, SLOTS, assert_crawled_once, assert_polite, doc_ids,
+                              holding_requests)
 
 pytestmark = pytest.mark.slow
 # Twice loopback's delay: a request leaves its crawler some time after it took its slot, and
@@ -72,15 +73,10 @@ def test_a_fleet_on_three_hosts_loses_nothing_to_a_kill_and_stays_polite(tmp_pat
             site.close()
         subprocess.run(["rm", "-rf", str(folder)], check=False)
 
-    # Polite across the fleet, by the site's own record (the same bounds as on loopback).
-    timings = sorted(site.timings, key=lambda t: t[1])
-    assert overlap(timings) <= SLOTS
-    gaps = [b[1] - a[1] for a, b in zip(timings, timings[1:])]
-    assert_polite(gaps, DELAY)
-    assert [t[0] for t in timings].count("/robots.txt") == 1
+    assert_polite(site.timings, DELAY)  # by the site's own record, as on loopback
     # and every request came over the hosts' links, from each of the three
     assert set(site.clients) == {h.address for h in crawlers}, site.clients
-    assert sum(site.clients.values()) == len(timings)
+    assert sum(site.clients.values()) == len(site.timings)
 
 
 def fleet_crawl(home, crawlers, site, frontier, database_url, expected) -> None:
@@ -105,11 +101,7 @@ def fleet_crawl(home, crawlers, site, frontier, database_url, expected) -> None:
             assert not ended, ended[0].stderr.read()[-3000:]  # (none ends before midway)
             if len(site.timings) < 20:
                 continue
-            for process in fleet.redis.hkeys(fleet.key("info")):
-                pid = int(process.decode().split("-")[-2])
-                if fleet.redis.hlen(fleet.key(f"inflight:{process.decode()}")) and \
-                        pid in [p.pid for p in processes[1:]]:
-                    victim = next(p for p in processes if p.pid == pid)
+            victim = holding_requests(fleet, processes[1:])
         assert victim is not None, "no process held requests midway"
         victim.send_signal(signal.SIGKILL)
         victim.wait()
@@ -125,11 +117,7 @@ def fleet_crawl(home, crawlers, site, frontier, database_url, expected) -> None:
                 process.kill()
                 process.wait()
 
-    # The survivors crawled what the killed one held: nothing lost, nothing twice.
-    assert all(r["finish_reason"] == "finished" and r["complete"] for r in reports)
-    got = doc_ids(home)
-    assert sorted(got) == sorted(expected) and len(set(got)) == len(got)
-    assert sum(r["docs_written"] for r in reports) == len(expected)
+    assert_crawled_once(home, reports, expected)  # what the killed one held too
     assert not list(home.glob("shards/**/*.tmp")) and not list(home.glob("shards/**/.*.tmp"))
     # The catalog, on PostgreSQL, names exactly the shards on the shared disk.
     with Catalog(home, database_url) as catalog:
