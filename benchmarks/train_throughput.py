@@ -40,12 +40,6 @@ CONFIGS = {  # name: (model, batch size)
 }
 
 
-def flops_per_token(c: GPTConfig) -> float:
-    """Training FLOPs per token (PaLM appendix B): 6 N + 12 L C T, N the matmul weights."""
-    n = 12 * c.n_layer * c.n_embd**2 + c.vocab_size * c.n_embd
-    return 6 * n + 12 * c.n_layer * c.n_embd * c.block_size
-
-
 def matmul_peak(seconds=1.0) -> float:
     """Best float32 GFLOP/s of a 1024^3 matrix multiply, numpy (OpenBLAS) or torch."""
     a = np.random.default_rng(0).standard_normal((1024, 1024), dtype=np.float32)
@@ -149,7 +143,7 @@ def main() -> None:
                     for key, run in runs.items():
                         rates[key].append(tokens_per_second(run, args.steps))
                 ours, theirs = (statistics.median(rates[k]) for k in ("numpy", "torch"))
-                mfu = lambda rate: rate * flops_per_token(config) / (peak * 1e9)  # noqa: E731
+                mfu = lambda rate: rate * config.flops_per_token() / (peak * 1e9)  # noqa: E731
                 print(f"| {threads} | {name} | {ours:,.0f} | {theirs:,.0f} | {ours / theirs:.2f}x "
                       f"| {mfu(ours):.0%} | {mfu(theirs):.0%} | {peak:.0f} |", flush=True)
     ops.set_threads(1)

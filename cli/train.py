@@ -42,8 +42,8 @@ def add(sub) -> None:
                    help="BLAS threads per worker (default: all cores; 1 with several workers)")
     p.add_argument("--workers", type=int,
                    help="MPI worker processes, all hosts together (default [train] workers: "
-                   "1, in-process, no MPI; with --hosts, one a host); with --from-scratch "
-                   "or --retrain too")
+                   "one a core when the job is long enough to repay starting them, else 1, "
+                   "in-process; with --hosts, one a host); with --from-scratch or --retrain too")
     p.add_argument("--hosts", metavar="H1,H2",
                    help="train on these hosts, --workers/hosts workers each, one level-1 group "
                    "a host (reached by ssh or [train] launcher_exec; --data, --out and "
@@ -70,8 +70,12 @@ def run(args, config) -> int:
                         "shard catalog")
     if args.mpi:
         return train_rank(args, config)
-    from engine.launcher import worker_layout
+    from engine.checkpoint import is_checkpoint, read_training_state
+    from engine.launcher import resolve_workers, worker_layout
 
+    out = Path(args.out)
+    done = read_training_state(out)["step"] if args.resume and is_checkpoint(out) else 0
+    config.train = resolve_workers(config.model, config.train, config.train.steps - done)
     workers, group_size = worker_layout(config.train.workers, config.train.host_list,
                                         config.train.group_size)
     if workers > 1 or config.train.host_list:

@@ -103,12 +103,7 @@ def load_model(path: Path, dtype=np.float32) -> Model:
         raise UserError(f"model directory {path} does not exist: pass a directory written by "
                         "`cllm train` or `cllm models pull`")
     recover_dir(path)
-    raw = _read_json(path / "config.json")
-    try:
-        config = GPTConfig(**raw)
-    except TypeError as e:
-        raise UserError(f"{path / 'config.json'} does not describe a model ({e})") from None
-    config.validate()
+    config = read_model_config(path)
     tensors = _read_tensors(path / "model.safetensors")
     shapes = parameter_shapes(config)
     for name, shape in shapes.items():
@@ -125,6 +120,17 @@ def load_model(path: Path, dtype=np.float32) -> Model:
     metrics = _read_json(path / "metrics.json")
     return Model(path=path, config=config, params=params, tokenizer=tokenizer, state=state,
                  metrics=metrics)
+
+
+def read_model_config(path: Path) -> GPTConfig:
+    """A model version's config.json alone: its shape."""
+    path = Path(path)
+    try:
+        config = GPTConfig(**_read_json(path / "config.json"))
+    except TypeError as e:
+        raise UserError(f"{path / 'config.json'} does not describe a model ({e})") from None
+    config.validate()
+    return config
 
 
 def read_training_state(path: Path) -> dict:

@@ -30,6 +30,12 @@ class GPTConfig:
     def head_size(self) -> int:
         return self.n_embd // self.n_head
 
+    def flops_per_token(self) -> float:
+        """Training FLOPs of one token (PaLM, appendix B): 6 N + 12 L C T, N the matmul
+        weights (the tied output layer included)."""
+        n = 12 * self.n_layer * self.n_embd**2 + self.vocab_size * self.n_embd
+        return 6 * n + 12 * self.n_layer * self.n_embd * self.block_size
+
 
 @dataclass
 class TrainConfig:
@@ -57,9 +63,10 @@ class TrainConfig:
     # seconds a worker waits in a step's reduction for the others before the job is stopped
     # as hung (it covers the root's evaluation and checkpoint); 0: no limit
     step_timeout: float = 600.0
-    # MPI worker processes, all hosts together; 0: one a host (1, in-process, without hosts).
-    # Every way the pipeline trains (cllm train, update, --from-scratch, --retrain, the DAGs,
-    # the web application) runs this many
+    # MPI worker processes, all hosts together; 0: one a host, or on this machine alone one
+    # a core when the job is long enough to repay starting them (see
+    # engine.launcher.default_workers), else 1 in-process. Every way the pipeline trains
+    # (cllm train, update, --from-scratch, --retrain, the DAGs, the web application) runs this
     workers: int = 0
     # workers per level-1 group; 0: one group a machine (with hosts: one a host)
     group_size: int = 0

@@ -19,6 +19,7 @@ The same Python (sys.executable), command line and working directory run on ever
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from core.errors import UserError
 from core.files import write_json, write_text
+from engine.config import GPTConfig, TrainConfig
 from engine.distributed import Stopped, World, arrivals
 
 RUN_DIR_ENV = "CRYSTALLINE_MPI_RUN_DIR"
@@ -133,6 +135,49 @@ def _forward(stream, sink, noise: list) -> None:
         else:
             sink.write(line)
             sink.flush()
+
+
+# What starting the ranks of a job costs (mpiexec, each rank's imports, its compiled kernels
+# from numba's cache), and the single-core speed a job's length is estimated at: measured on a
+# 2-core Xeon (benchmarks/RESULTS.md, "Training by default"), both on the safe side
+STARTUP_SECONDS = 5.0
+CORE_FLOPS = 50e9
+# below this much work a worker's step, its fixed costs (a few hundred kernel calls, the
+# reduction's latency) outweigh what splitting the batch saves
+MIN_WORKER_STEP_FLOPS = 1e9
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def default_workers(model: GPTConfig, cfg: TrainConfig, steps: int,
+                    cores: int | None = None) -> int:
+    """How many workers a job of `steps` steps on this machine alone runs when `[train]
+    workers` is 0: one a core (the largest number up to the cores that divides the batch),
+    each with one thread, if that saves more than twice what starting them costs and each
+    worker's share of a step is not too small to gain from splitting; else 1.
+
+    Workers, not threads, because one-thread workers measure faster on every shape here:
+    they meet once a step, in the gradient reduction, while threads meet in every kernel
+    (and a busy core stalls them all)."""
+    cores = cores or usable_cores()
+    workers = max(w for w in range(1, cores + 1) if cfg.batch_size % w == 0)
+    step_flops = cfg.batch_size * cfg.seq_len * model.flops_per_token()
+    saved = steps * step_flops / CORE_FLOPS * (1 - 1 / workers)
+    if saved > 2 * STARTUP_SECONDS and step_flops / workers >= MIN_WORKER_STEP_FLOPS:
+        return workers
+    return 1
+
+
+def resolve_workers(model: GPTConfig, cfg: TrainConfig, steps: int) -> TrainConfig:
+    """`cfg` with `workers` decided (see `default_workers`; with hosts, one a host); one thread
+    a worker unless `threads` says otherwise."""
+    if cfg.workers or cfg.host_list:
+        return cfg
+    workers = default_workers(model, cfg, steps)
+    threads = cfg.threads or (1 if workers > 1 else 0)
+    return dataclasses.replace(cfg, workers=workers, threads=threads)
 
 
 def worker_layout(workers: int, hosts: list[str], group_size: int) -> tuple[int, int]:

@@ -13,9 +13,10 @@ from pathlib import Path
 import structlog
 
 from core.home import Home
-from engine.checkpoint import is_checkpoint, read_training_state
+from engine.checkpoint import is_checkpoint, read_model_config, read_training_state
 from engine.config import TrainConfig
 from engine.data import read_parquet_texts
+from engine.launcher import resolve_workers
 from engine.tokenizer import Tokenizer
 from engine.train import init_from
 from engine.train import train as run_training
@@ -45,6 +46,10 @@ def train(config: Config, registry: Registry, plan: Plan) -> Path:
     else:
         source, lineage = "scratch", None
     cfg = _train_config(config, plan, lineage, resuming=source == "resume")
+    begins_at = read_training_state(out if source == "resume" else lineage)["step"] \
+        if source == "resume" or plan.kind.continues_parent else 0
+    shape = read_model_config(lineage) if plan.kind.continues_parent else config.model
+    cfg = resolve_workers(shape, cfg, cfg.steps - begins_at)
     tokenizer = None
     if source == "scratch":  # a retrain keeps champion's tokenizer
         tokenizer = Tokenizer.load(lineage / "tokenizer.json") if lineage else \

@@ -271,3 +271,53 @@ def test_one_worker_runs_without_mpi(home):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")}
     subprocess.run([sys.executable, "-c", code], env=env | {"CLLM_HOME": str(home)}, cwd=home,
                    check=True, capture_output=True)
+
+
+def test_the_default_is_one_worker_a_core_for_a_job_long_enough_to_repay_them():
+    from engine.config import GPTConfig, TrainConfig
+    from engine.launcher import default_workers, resolve_workers
+
+    mid, tiny = GPTConfig(), GPTConfig(vocab_size=300, block_size=32, n_layer=1, n_head=2,
+                                       n_embd=32)
+    cfg = TrainConfig()  # 16 windows of 128 tokens
+    assert default_workers(mid, cfg, steps=1000, cores=2) == 2
+    assert default_workers(mid, cfg, steps=1000, cores=1) == 1
+    assert default_workers(mid, cfg, steps=3, cores=2) == 1  # starting them costs more
+    assert default_workers(mid, TrainConfig(batch_size=12), 1000, cores=8) == 6  # divides 12
+    assert default_workers(mid, TrainConfig(batch_size=15), 1000, cores=2) == 1
+    # a step too small to split: its fixed costs stay whatever the share of the batch
+    assert default_workers(tiny, TrainConfig(batch_size=8, seq_len=32), 10**6, cores=2) == 1
+
+    chosen = resolve_workers(mid, cfg, 1000)
+    assert chosen.workers == default_workers(mid, cfg, 1000)
+    assert chosen.threads == (1 if chosen.workers > 1 else 0)  # one thread a worker
+    assert resolve_workers(mid, TrainConfig(workers=1), 1000).workers == 1  # asked for
+    assert resolve_workers(mid, TrainConfig(workers=2, threads=2), 3).threads == 2
+    on_hosts = resolve_workers(mid, TrainConfig(hosts="h1,h2"), 1000)
+    assert on_hosts.workers == 0  # one a host, decided by the launcher's layout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_a_default_cllm_train_of_a_long_job_runs_a_worker_a_core(home):
+    """No --workers, no --threads: a long job starts MPI ranks, one a core, one thread each;
+    Ctrl-C stops them all with a checkpoint as ever."""
+    out = home / "model"
+    proc = start(home, "--data", TEXT / "shakespeare" / "hamlet.txt", "--out", out,
+                 "--n-layer", "2", "--n-head", "2", "--n-embd", "128", "--seq-len", "64",
+                 "--batch-size", "16", "--vocab-size", "512", "--steps", "100000",
+                 env={"CLLM_LOG_FORMAT": "json"})
+    seen = []
+    for line in proc.stderr:  # until the first steps are done
+        seen.append(line)
+        if '"event": "train_progress"' in line:
+            break
+    (started,) = events("".join(seen), "train_start")
+    assert started["workers"] == 2, started
+    ranks = [env for env in job_processes(home).values() if "PMI_RANK" in env]
+    assert len(ranks) == 2 and all(env["OPENBLAS_NUM_THREADS"] == "1" for env in ranks)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert checkpoint_step(out) > 0
+    assert_nothing_left(home)
