@@ -7,7 +7,8 @@ default_workers` chooses (one worker a core for a job this long). Its tokens/s i
 steady state (`worker_time`: the run's first step left out), and the whole command's wall
 time is reported beside it. `torch`: nanoGPT's model (benchmarks/torch_reference.py) through
 the same steps (forward, backward, clipping, AdamW) with torch's threads set to the cores.
-Then the same pair on one core (`--workers 1 --threads 1` against one torch thread). Runs
+Beside it what the default did not choose, one worker with every core's threads, and the
+same pair on one core (`--workers 1 --threads 1` against one torch thread). Runs
 alternate, `--repeats` times; medians and their ratios.
 
     make bench   # installs torch==2.13.0 (CPU) into .venv
@@ -74,7 +75,11 @@ def main() -> int:
     parser.add_argument("--append", action="store_true", help="add the report to RESULTS.md")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
-    setups = {"default": ([], cores), "one core": (["--workers", 1, "--threads", 1], 1)}
+    # what the default chose against what it did not: one worker with every core's threads
+    setups = {"default": ([], cores), "threads": (["--workers", 1, "--threads", cores], cores),
+              "one core": (["--workers", 1, "--threads", 1], 1)}
+    if cores == 1:
+        del setups["threads"]  # the same as one core
     started, loads = datetime.now(timezone.utc), [os.getloadavg()[0]]
     rows = []
     with tempfile.TemporaryDirectory(prefix="cllm-default-") as tmp:
