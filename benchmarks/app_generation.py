@@ -29,7 +29,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from machine import append_to_results, machine  # noqa: E402
+from machine import append_to_results, code_version, machine  # noqa: E402
 
 CLLM = Path(sys.executable).with_name("cllm")
 PROMPT = "The history of the city begins"
@@ -157,15 +157,6 @@ def format_report(args, runs: dict, started: datetime, load_before: float,
             f"{median((r['tokens'] - 1) / max(r['total'] - r['ttft'], 1e-9) for r in rs):,.0f} | "
             f"{median(r['tokens'] for r in rs):.0f} |")
     return "\n".join(lines + [""])
-
-
-def code_version() -> str:
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                          capture_output=True, text=True).stdout.strip()
-    changed = subprocess.run(["git", "status", "--porcelain", "--", "app", "engine"], cwd=ROOT,
-                             capture_output=True, text=True).stdout.splitlines()
-    return head + (f" with uncommitted changes to {', '.join(c[3:] for c in changed)}"
-                   if changed else "")
 
 
 if __name__ == "__main__":

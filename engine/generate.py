@@ -1,7 +1,7 @@
 """Text generation: a KV cache, temperature, top-k, top-p and a seed; tokens stream out.
 
 When the context fills the model's window, the cache restarts from the last half of it
-(the model has learned positions only up to block_size).
+(the model has learned positions only up to block_size): see `Context`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import numpy as np
 
 from engine.checkpoint import Model
 from core.errors import UserError
-from engine.model import KVCache, forward_cached
+from engine.decode import forward
+from engine.model import KVCache
 from engine.xp import to_numpy
 
 
@@ -39,10 +40,9 @@ class SamplingConfig:
 
 def sample(logits: np.ndarray, cfg: SamplingConfig, rng: np.random.Generator) -> int:
     """One token id from the logits of the last position."""
-    logits = logits.astype(np.float64)
     if cfg.temperature == 0:
         return int(np.argmax(logits))
-    logits /= cfg.temperature
+    logits = logits / np.float64(cfg.temperature)
     if cfg.top_k is not None and cfg.top_k < logits.size:
         kth = np.partition(logits, -cfg.top_k)[-cfg.top_k]
         logits[logits < kth] = -np.inf
@@ -56,35 +56,57 @@ def sample(logits: np.ndarray, cfg: SamplingConfig, rng: np.random.Generator) ->
         keep = np.zeros_like(probs, dtype=bool)
         keep[order[:cut]] = True
         probs = np.where(keep, probs, 0.0)
-        probs /= probs.sum()
-    return int(rng.choice(probs.size, p=probs))
+    # what rng.choice(p=probs / probs.sum()) does, less its checks of p: the same token
+    cumulative = np.cumsum(probs)
+    return int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+
+
+class Context:
+    """A growing context and the model's logits for its next token.
+
+    The KV cache holds the keys and values of `window`, the tokens the logits see. The model
+    has learned positions only up to block_size, so when the window is full it restarts
+    from its last half: every token sees at least block_size / 2 tokens before it, and a
+    restart costs one forward pass over those. Without the cache every token recomputes
+    the last block_size tokens (nanoGPT's `generate`; for comparison in benchmarks).
+    """
+
+    def __init__(self, model: Model, prompt_ids: list[int], use_cache: bool = True):
+        self.params, self.config, self.use_cache = model.params, model.config, use_cache
+        self.tokens = list(prompt_ids) or [model.tokenizer.eot_id]
+        self.start = max(0, len(self.tokens) - self.config.block_size)  # the window's first
+        self.cache = KVCache(self.config, 1, self.params["wte"].dtype)
+
+    @property
+    def window(self) -> list[int]:
+        return self.tokens[self.start:]
+
+    def next_logits(self) -> np.ndarray:
+        """The logits (vocab_size,) of the token after the window."""
+        block = self.config.block_size
+        if not self.use_cache:
+            self.cache.length, self.start = 0, max(0, len(self.tokens) - block)
+        elif len(self.tokens) - self.start > block:
+            self.cache.length, self.start = 0, len(self.tokens) - block // 2
+        pending = self.tokens[self.start + self.cache.length:]  # not yet in the cache
+        logits = forward(self.params, self.config, np.asarray([pending]), self.cache)
+        return to_numpy(logits[0, -1])
+
+    def append(self, token: int) -> None:
+        self.tokens.append(token)
 
 
 def generate_tokens(model: Model, prompt_ids: list[int], cfg: SamplingConfig,
                     use_cache: bool = True) -> Iterator[int]:
-    """New token ids one at a time. Without the cache every step recomputes the whole
-    context (for comparison in benchmarks)."""
-    config = model.config
+    """New token ids one at a time."""
     rng = np.random.default_rng(cfg.seed)
-    context = list(prompt_ids) or [model.tokenizer.eot_id]
-    window = config.block_size
-    dtype = model.params["wte"].dtype
-    cache = KVCache(config, 1, dtype)
-    pending = context[-window:]  # tokens not yet in the cache
+    context = Context(model, prompt_ids, use_cache)
     for _ in range(cfg.max_tokens):
-        if not use_cache:
-            cache.length = 0
-            pending = context[-window:]
-        elif cache.length + len(pending) > window:
-            cache.length = 0
-            pending = context[-(window // 2):]
-        logits = forward_cached(model.params, config, np.asarray([pending]), cache)
-        token = sample(to_numpy(logits[0, -1]), cfg, rng)
+        token = sample(context.next_logits(), cfg, rng)
         if cfg.stop_at_eot and token == model.tokenizer.eot_id:
             return
         yield token
         context.append(token)
-        pending = [token]
 
 
 def generate_text(model: Model, prompt: str, cfg: SamplingConfig) -> Iterator[str]:
