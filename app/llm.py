@@ -3,10 +3,11 @@ every input, one generation per client at a time, and the text streamed as it is
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -95,6 +96,58 @@ def until(pieces: Iterator[str], stops: str | list[str]) -> Iterator[str]:
             held = held[len(held) - keep :]
     if held:
         yield held
+
+
+async def in_thread(pieces: Iterator[str]) -> AsyncIterator[str]:
+    """The pieces, made in a thread of their own, as they come, and all made since the last
+    chunk in the next. One hand-off from the thread to the event loop a chunk, and none
+    back: Starlette's `iterate_in_threadpool` sends every piece into a worker thread and
+    back (two thread switches a token), and the generation waits on each. Closing this
+    (the client went away) stops the generation at its next piece."""
+    loop = asyncio.get_running_loop()
+    ready: list[str] = []
+    lock, wake, stop = threading.Lock(), asyncio.Event(), threading.Event()
+    outcome: list[BaseException | None] = []  # set when the pieces are done
+
+    def signal() -> None:
+        try:
+            loop.call_soon_threadsafe(wake.set)
+        except RuntimeError:  # the loop is closed: the server is stopping
+            stop.set()
+
+    def make() -> None:
+        error = None
+        try:
+            for piece in pieces:
+                with lock:
+                    ready.append(piece)
+                    first = len(ready) == 1
+                if first:  # otherwise a wake-up is on its way already
+                    signal()
+                if stop.is_set():
+                    break
+        except BaseException as e:  # noqa: BLE001 - raised in the stream instead
+            error = e
+        with lock:
+            outcome.append(error)
+        signal()
+
+    threading.Thread(target=make, name="cllm-generate", daemon=True).start()
+    try:
+        while True:
+            await wake.wait()
+            wake.clear()
+            with lock:
+                chunk, done = "".join(ready), bool(outcome)
+                ready.clear()
+            if chunk:
+                yield chunk
+            if done:
+                if outcome[0] is not None:
+                    raise outcome[0]
+                return
+    finally:
+        stop.set()
 
 
 class Slots:

@@ -13,17 +13,19 @@ from numba import njit
 
 from engine.kernels import JIT, _tanh_exact, _tanh_rational
 from engine import layers, model
+from engine.config import GPTConfig
 from engine.layers import GELU_C, LN_EPS
-from engine.model import KVCache, forward_cached
+from engine.model import KVCache, forward_cached, init_params
 
 GELU_A = 0.044715
 
 
-def forward(params, config, idx, cache: KVCache):
-    """`forward_cached(params, config, idx, cache)`, with one new token a row (B, 1) taking
-    the fused step where the CPU kernels run."""
+def next_logits(params, config, idx, cache: KVCache):
+    """The logits (B, V) of the token after the new tokens `idx` (B, t), which join the
+    cache: `forward_cached`'s last position, one new token a row (B, 1) taking the fused
+    step where the CPU kernels run."""
     if idx.shape[1] != 1 or model.ops is layers or params["wte"].dtype not in _block:
-        return forward_cached(params, config, idx, cache)
+        return forward_cached(params, config, idx, cache, last=True)[:, 0]
     position = cache.length
     if position >= config.block_size:
         raise ValueError(f"context of {position + 1} tokens exceeds block_size "
@@ -42,7 +44,15 @@ def forward(params, config, idx, cache: KVCache):
     cache.length = position + 1
     logits = np.empty((x.shape[0], params["wte"].shape[0]), dtype=x.dtype)
     _logits(x, params["lnf.g"], params["lnf.b"], params["wte"], logits)
-    return logits[:, None, :]
+    return logits
+
+
+def warm_up() -> None:
+    """Compile the float32 step now (seconds), not in the first generation: a server calls
+    this as it starts. The kernels are the same for every model shape."""
+    config = GPTConfig(vocab_size=8, block_size=2, n_layer=1, n_head=1, n_embd=8)
+    next_logits(init_params(config), config, np.zeros((1, 1), dtype=np.int64),
+                KVCache(config, 1, np.float32))
 
 
 # Loops throughout, not slice assignments or array expressions: numba takes seconds to

@@ -13,7 +13,7 @@ import numpy as np
 
 from engine.checkpoint import Model
 from core.errors import UserError
-from engine.decode import forward
+from engine.decode import next_logits
 from engine.model import KVCache
 from engine.xp import to_numpy
 
@@ -89,8 +89,8 @@ class Context:
         elif len(self.tokens) - self.start > block:
             self.cache.length, self.start = 0, len(self.tokens) - block // 2
         pending = self.tokens[self.start + self.cache.length:]  # not yet in the cache
-        logits = forward(self.params, self.config, np.asarray([pending]), self.cache)
-        return to_numpy(logits[0, -1])
+        return to_numpy(next_logits(self.params, self.config, np.asarray([pending]),
+                                    self.cache)[0])
 
     def append(self, token: int) -> None:
         self.tokens.append(token)

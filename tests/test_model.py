@@ -141,19 +141,20 @@ def test_cached_forward_matches_the_full_forward(ops):
 
 @pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-10), (np.float32, 1e-4)])
 def test_fused_decode_step_matches_the_full_forward(dtype, tolerance):
-    """`decode.forward`, one token a row (2 rows), against the forward over whole windows."""
+    """`decode.next_logits`, a prompt then one token a row (2 rows; the fused step), against
+    the forward over whole windows."""
     config = GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=4, n_embd=32)
     params = {k: v.astype(dtype) for k, v in perturbed_params(config).items()}
     idx = np.random.default_rng(4).integers(0, 50, (2, 16))
     full = forward_cached(params, config, idx, KVCache(config, 2, dtype), layers)
     cache = KVCache(config, 2, dtype)
-    pieces = [decode.forward(params, config, idx[:, :5], cache)]
-    pieces += [decode.forward(params, config, idx[:, t : t + 1], cache) for t in range(5, 16)]
-    got = np.concatenate(pieces, axis=1)
+    steps = [decode.next_logits(params, config, idx[:, :5], cache)]
+    steps += [decode.next_logits(params, config, idx[:, t : t + 1], cache) for t in range(5, 16)]
+    got = np.stack(steps, axis=1)
     assert got.dtype == dtype
-    np.testing.assert_allclose(got, full, rtol=0, atol=tolerance * np.abs(full).max())
+    np.testing.assert_allclose(got, full[:, 4:], rtol=0, atol=tolerance * np.abs(full).max())
     with pytest.raises(ValueError, match="exceeds block_size"):
-        decode.forward(params, config, idx[:, :1], cache)
+        decode.next_logits(params, config, idx[:, :1], cache)
 
 
 @pytest.mark.parametrize("use_cache", [True, False], ids=["cache", "no-cache"])
