@@ -4,6 +4,7 @@ every input, one generation per client at a time, and the text streamed as it is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import threading
 from collections import OrderedDict
@@ -24,6 +25,7 @@ MODELS_KEPT = 2  # loaded versions kept in memory
 # and nothing the client sends becomes a path.
 MODEL_CHOICE = re.compile(r"@[A-Za-z0-9_-]{1,40}|[0-9]{1,9}|latest")
 CHAT_TURN = {"user": "User", "assistant": "Assistant"}
+GATHER_S = 0.01  # streamed text: a chunk at most this often (100 a second still looks smooth)
 
 
 class Message(BaseModel):
@@ -99,19 +101,21 @@ def until(pieces: Iterator[str], stops: str | list[str]) -> Iterator[str]:
 
 
 async def in_thread(pieces: Iterator[str]) -> AsyncIterator[str]:
-    """The pieces, made in a thread of their own, as they come, and all made since the last
-    chunk in the next. One hand-off from the thread to the event loop a chunk, and none
-    back: Starlette's `iterate_in_threadpool` sends every piece into a worker thread and
-    back (two thread switches a token), and the generation waits on each. Closing this
-    (the client went away) stops the generation at its next piece."""
+    """The pieces, made in a thread of their own, as they come: those made since the last
+    chunk go together in the next, a chunk at most every GATHER_S. Starlette's
+    `iterate_in_threadpool` sends every piece into a worker thread and back (two thread
+    switches a token) and the generation waits on each; here it never waits, and a chunk
+    (the event loop, HTTP, the client: far more than a piece) carries a few tokens.
+    Closing this (the client went away) stops the generation at its next piece."""
     loop = asyncio.get_running_loop()
     ready: list[str] = []
-    lock, wake, stop = threading.Lock(), asyncio.Event(), threading.Event()
+    lock, stop = threading.Lock(), threading.Event()
+    wake, finished = asyncio.Event(), asyncio.Event()
     outcome: list[BaseException | None] = []  # set when the pieces are done
 
-    def signal() -> None:
+    def signal(event: asyncio.Event) -> None:
         try:
-            loop.call_soon_threadsafe(wake.set)
+            loop.call_soon_threadsafe(event.set)
         except RuntimeError:  # the loop is closed: the server is stopping
             stop.set()
 
@@ -123,14 +127,15 @@ async def in_thread(pieces: Iterator[str]) -> AsyncIterator[str]:
                     ready.append(piece)
                     first = len(ready) == 1
                 if first:  # otherwise a wake-up is on its way already
-                    signal()
+                    signal(wake)
                 if stop.is_set():
                     break
         except BaseException as e:  # noqa: BLE001 - raised in the stream instead
             error = e
         with lock:
             outcome.append(error)
-        signal()
+        signal(wake)
+        signal(finished)
 
     threading.Thread(target=make, name="cllm-generate", daemon=True).start()
     try:
@@ -146,6 +151,8 @@ async def in_thread(pieces: Iterator[str]) -> AsyncIterator[str]:
                 if outcome[0] is not None:
                     raise outcome[0]
                 return
+            with contextlib.suppress(TimeoutError):  # pieces gather, unless that was all
+                await asyncio.wait_for(finished.wait(), GATHER_S)
     finally:
         stop.set()
 

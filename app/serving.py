@@ -35,9 +35,8 @@ from app.llm import (
     until,
 )
 from app.security import choose_token, listen, secure
-from engine import decode
 from engine.checkpoint import Model, load_model
-from engine.generate import SamplingConfig, generate_tokens
+from engine.generate import SamplingConfig, generate_tokens, warm_up
 from pipeline.registry import Registry, Version, parse_ref
 
 log = structlog.get_logger()
@@ -153,7 +152,7 @@ def create_serving_app(config: AppConfig, registry: Registry | None = None) -> F
     settings = config.serve
     registry = registry or Registry(config.home, config.model_name)
     served = Served(registry, settings.model, settings.poll)
-    threading.Thread(target=decode.warm_up, daemon=True).start()  # see decode.warm_up
+    threading.Thread(target=warm_up, daemon=True).start()  # generation's kernels compile
     slots = Slots(settings.max_generations)
     app = FastAPI(title="Crystalline", docs_url=None, redoc_url=None, openapi_url=None)
     secure(app, settings.host, settings.token, error)

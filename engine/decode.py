@@ -13,9 +13,8 @@ from numba import njit
 
 from engine.kernels import JIT, _tanh_exact, _tanh_rational
 from engine import layers, model
-from engine.config import GPTConfig
 from engine.layers import GELU_C, LN_EPS
-from engine.model import KVCache, forward_cached, init_params
+from engine.model import KVCache, forward_cached
 
 GELU_A = 0.044715
 
@@ -45,14 +44,6 @@ def next_logits(params, config, idx, cache: KVCache):
     logits = np.empty((x.shape[0], params["wte"].shape[0]), dtype=x.dtype)
     _logits(x, params["lnf.g"], params["lnf.b"], params["wte"], logits)
     return logits
-
-
-def warm_up() -> None:
-    """Compile the float32 step now (seconds), not in the first generation: a server calls
-    this as it starts. The kernels are the same for every model shape."""
-    config = GPTConfig(vocab_size=8, block_size=2, n_layer=1, n_head=1, n_embd=8)
-    next_logits(init_params(config), config, np.zeros((1, 1), dtype=np.int64),
-                KVCache(config, 1, np.float32))
 
 
 # Loops throughout, not slice assignments or array expressions: numba takes seconds to

@@ -10,12 +10,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
+from threadpoolctl import ThreadpoolController
 
-from engine.checkpoint import Model
 from core.errors import UserError
+from engine.checkpoint import Model
+from engine.config import GPTConfig
 from engine.decode import next_logits
-from engine.model import KVCache
+from engine.model import KVCache, init_params
 from engine.xp import to_numpy
+
+BLAS = ThreadpoolController()  # once: finding the libraries takes a millisecond or more
 
 
 @dataclass
@@ -42,13 +47,15 @@ def sample(logits: np.ndarray, cfg: SamplingConfig, rng: np.random.Generator) ->
     """One token id from the logits of the last position."""
     if cfg.temperature == 0:
         return int(np.argmax(logits))
-    logits = logits / np.float64(cfg.temperature)
-    if cfg.top_k is not None and cfg.top_k < logits.size:
-        kth = np.partition(logits, -cfg.top_k)[-cfg.top_k]
-        logits[logits < kth] = -np.inf
-    probs = np.exp(logits - logits.max())
-    probs /= probs.sum()
+    # in the logits' float32, where a temperature below the smallest normal number is that
+    temperature = np.float32(max(cfg.temperature, np.finfo(np.float32).tiny))
+    scaled = (logits - logits.max()) / temperature
+    if cfg.top_k is not None and cfg.top_k < scaled.size:
+        kth = np.partition(scaled, -cfg.top_k)[-cfg.top_k]
+        scaled[scaled < kth] = -np.inf
+    probs = np.exp(scaled, out=scaled)
     if cfg.top_p is not None and cfg.top_p < 1:
+        probs /= probs.sum()
         order = np.argsort(-probs, kind="stable")
         cumulative = np.cumsum(probs[order])
         # keep the smallest set whose mass reaches top_p (always at least one token)
@@ -56,9 +63,31 @@ def sample(logits: np.ndarray, cfg: SamplingConfig, rng: np.random.Generator) ->
         keep = np.zeros_like(probs, dtype=bool)
         keep[order[:cut]] = True
         probs = np.where(keep, probs, 0.0)
-    # what rng.choice(p=probs / probs.sum()) does, less its checks of p: the same token
-    cumulative = np.cumsum(probs)
-    return int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+    return int(draw(probs, rng.random() * probs.sum(dtype=np.float64)))
+
+
+@njit(nogil=True, error_model="numpy")  # not fastmath: the sum's order is the draw
+def draw(weights, target):
+    """The first index where the running sum of `weights` passes `target` (the last with any
+    weight, should rounding leave it short): rng.choice(p=weights / weights.sum()) for
+    target = its uniform number times the sum, without a cumulative sum of every weight."""
+    total, last = 0.0, 0
+    for i in range(weights.shape[0]):
+        if weights[i] > 0:
+            total += weights[i]
+            last = i
+            if total > target:
+                return i
+    return last
+
+
+def warm_up() -> None:
+    """Compile generation's float32 kernels now (seconds), not in the first generation: a
+    server calls this as it starts. They are the same for every model shape."""
+    config = GPTConfig(vocab_size=8, block_size=2, n_layer=1, n_head=1, n_embd=8)
+    logits = next_logits(init_params(config), config, np.zeros((1, 1), dtype=np.int64),
+                         KVCache(config, 1, np.float32))
+    draw(logits[0], 0.5)
 
 
 class Context:
@@ -88,9 +117,13 @@ class Context:
             self.cache.length, self.start = 0, max(0, len(self.tokens) - block)
         elif len(self.tokens) - self.start > block:
             self.cache.length, self.start = 0, len(self.tokens) - block // 2
-        pending = self.tokens[self.start + self.cache.length:]  # not yet in the cache
-        return to_numpy(next_logits(self.params, self.config, np.asarray([pending]),
-                                    self.cache)[0])
+        pending = np.asarray([self.tokens[self.start + self.cache.length:]])  # not cached
+        if pending.shape[1] == 1:
+            return to_numpy(next_logits(self.params, self.config, pending, self.cache)[0])
+        # Matrices of a few rows: BLAS threads give little, and on a busy machine cost a lot
+        # (a 9-token prompt took 1 s with 2 OpenBLAS threads at load 8 on 2 cores, 4 ms with 1)
+        with BLAS.limit(limits=1, user_api="blas"):
+            return to_numpy(next_logits(self.params, self.config, pending, self.cache)[0])
 
     def append(self, token: int) -> None:
         self.tokens.append(token)
