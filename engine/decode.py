@@ -1,9 +1,13 @@
-"""One new token a row through the model, fused: the step of generation after the prompt.
+"""One new token through the model, fused: the step of generation after the prompt.
 
 In numpy that step is some forty small operations a layer on rows of a few hundred numbers,
-and their call overhead costs more than their arithmetic. Here a block is one compiled call
-that reads each weight once, and the final LayerNorm with the tied output layer is another.
-The results are engine/model.py's `forward_cached` (tests/test_model.py holds them to it).
+and their call overhead costs more than their arithmetic. Here each part of a block is one
+compiled call on the token's row that reads its weights once, into buffers made once a
+step. The results are engine/model.py's `forward_cached` (tests/test_model.py holds them to
+it, within float32 rounding).
+
+Loops throughout, not slice assignments or array expressions: numba takes seconds to compile
+each of those, and these compile in the first generation of a process (`generate.warm_up`).
 """
 
 import math
@@ -11,43 +15,46 @@ import math
 import numpy as np
 from numba import njit
 
-from engine.kernels import JIT, _tanh_exact, _tanh_rational
 from engine import layers, model
+from engine.kernels import GELU_A, JIT, _tanh_exact, _tanh_rational
 from engine.layers import GELU_C, LN_EPS
 from engine.model import KVCache, forward_cached
-
-GELU_A = 0.044715
 
 
 def next_logits(params, config, idx, cache: KVCache):
     """The logits (B, V) of the token after the new tokens `idx` (B, t), which join the
     cache: `forward_cached`'s last position, one new token a row (B, 1) taking the fused
     step where the CPU kernels run."""
-    if idx.shape[1] != 1 or model.ops is layers or params["wte"].dtype not in _block:
+    dtype = params["wte"].dtype
+    if idx.shape[1] != 1 or model.ops is layers or dtype not in _gelu:
         return forward_cached(params, config, idx, cache, last=True)[:, 0]
     position = cache.length
     if position >= config.block_size:
         raise ValueError(f"context of {position + 1} tokens exceeds block_size "
                          f"{config.block_size}")
-    x = params["wte"][idx[:, 0]]  # (B, C), a copy
-    x += params["wpe"][position]
-    block = _block[x.dtype]
-    scale = x.dtype.type(1.0 / math.sqrt(config.head_size))
-    for i in range(config.n_layer):
-        p = f"h.{i}."
-        block(x, params[p + "ln1.g"], params[p + "ln1.b"], params[p + "attn.w_qkv"],
-              params[p + "attn.b_qkv"], params[p + "attn.w_proj"], params[p + "attn.b_proj"],
-              params[p + "ln2.g"], params[p + "ln2.b"], params[p + "mlp.w_fc"],
-              params[p + "mlp.b_fc"], params[p + "mlp.w_proj"], params[p + "mlp.b_proj"],
-              cache.k[i], cache.v[i], position, scale)
+    C, V = config.n_embd, config.vocab_size
+    scale, gelu = dtype.type(1.0 / math.sqrt(config.head_size)), _gelu[dtype]
+    h, y, out = np.empty(C, dtype), np.empty(C, dtype), np.empty(C, dtype)
+    qkv, act = np.empty(3 * C, dtype), np.empty(4 * C, dtype)
+    logits = np.empty((idx.shape[0], V), dtype)
+    for row, token in enumerate(idx[:, 0]):
+        x = params["wte"][token] + params["wpe"][position]
+        for i in range(config.n_layer):
+            p = f"h.{i}."
+            _layernorm(x, params[p + "ln1.g"], params[p + "ln1.b"], h)
+            _linear(h, params[p + "attn.w_qkv"], params[p + "attn.b_qkv"], qkv)
+            _attention(qkv, cache.k[i, row], cache.v[i, row], position, scale, y)
+            _linear(y, params[p + "attn.w_proj"], params[p + "attn.b_proj"], out)
+            _add(x, out)
+            _layernorm(x, params[p + "ln2.g"], params[p + "ln2.b"], h)
+            _linear(h, params[p + "mlp.w_fc"], params[p + "mlp.b_fc"], act)
+            gelu(act)
+            _linear(act, params[p + "mlp.w_proj"], params[p + "mlp.b_proj"], out)
+            _add(x, out)
+        _layernorm(x, params["lnf.g"], params["lnf.b"], h)
+        _output(h, params["wte"], logits[row])
     cache.length = position + 1
-    logits = np.empty((x.shape[0], params["wte"].shape[0]), dtype=x.dtype)
-    _logits(x, params["lnf.g"], params["lnf.b"], params["wte"], logits)
     return logits
-
-
-# Loops throughout, not slice assignments or array expressions: numba takes seconds to
-# compile each of those, and this compiles when a generation starts.
 
 
 @njit(**JIT)
@@ -68,8 +75,8 @@ def _layernorm(x, g, b, out):
 
 @njit(**JIT)
 def _linear(x, w, b, out):
-    """out = x @ w + b for a vector x, a row of w at a time: the inner loop runs along
-    memory and vectorises."""
+    """out = x @ w + b, a row of w at a time: the inner loop runs along memory and
+    vectorises."""
     for j in range(out.shape[0]):
         out[j] = b[j]
     for i in range(w.shape[0]):
@@ -90,7 +97,7 @@ def _attention(qkv, k_cache, v_cache, position, scale, y):
     0..position; its key and value go into the caches (H, block, D) at `position`."""
     H, D = k_cache.shape[0], k_cache.shape[2]
     C = H * D
-    f = y.dtype.type
+    f = y.dtype.type  # sums in the array's type: float64 ones would halve the vector lanes
     weights = np.empty(position + 1, y.dtype)
     for head in range(H):
         keys, values = k_cache[head], v_cache[head]
@@ -119,6 +126,7 @@ def _attention(qkv, k_cache, v_cache, position, scale, y):
 def _make_gelu(tanh):
     @njit(**JIT)
     def gelu(x):
+        """GELU in place, as layers.gelu_forward (kernels' rational tanh for float32)."""
         f = x.dtype.type
         c, a, half, one = f(GELU_C), f(GELU_A), f(0.5), f(1.0)
         for j in range(x.shape[0]):
@@ -128,43 +136,16 @@ def _make_gelu(tanh):
     return gelu
 
 
-def _make_block(gelu):
-    @njit(**JIT)
-    def block(x, ln1_g, ln1_b, w_qkv, b_qkv, w_attn, b_attn, ln2_g, ln2_b, w_fc, b_fc,
-              w_mlp, b_mlp, k_cache, v_cache, position, scale):
-        """x (B, C) += attention of the new token over positions 0..position, then += MLP;
-        the new keys and values go into the layer's caches (B, H, block, D) at `position`."""
-        B, C = x.shape
-        h, y, out = np.empty(C, x.dtype), np.empty(C, x.dtype), np.empty(C, x.dtype)
-        qkv, act = np.empty(3 * C, x.dtype), np.empty(4 * C, x.dtype)
-        for r in range(B):
-            _layernorm(x[r], ln1_g, ln1_b, h)
-            _linear(h, w_qkv, b_qkv, qkv)
-            _attention(qkv, k_cache[r], v_cache[r], position, scale, y)
-            _linear(y, w_attn, b_attn, out)
-            _add(x[r], out)
-            _layernorm(x[r], ln2_g, ln2_b, h)
-            _linear(h, w_fc, b_fc, act)
-            gelu(act)
-            _linear(act, w_mlp, b_mlp, out)
-            _add(x[r], out)
-
-    return block
-
-
-_block = {np.dtype(np.float32): _make_block(_make_gelu(_tanh_rational)),
-          np.dtype(np.float64): _make_block(_make_gelu(_tanh_exact))}
+_gelu = {np.dtype(np.float32): _make_gelu(_tanh_rational),
+         np.dtype(np.float64): _make_gelu(_tanh_exact)}
 
 
 @njit(**JIT)
-def _logits(x, g, b, wte, out):
-    """out (B, V) = LayerNorm(x) @ wte.T, a row of the embedding at a time."""
-    h = np.empty(x.shape[1], x.dtype)
-    for r in range(x.shape[0]):
-        _layernorm(x[r], g, b, h)
-        for v in range(wte.shape[0]):
-            s = x.dtype.type(0.0)
-            row = wte[v]
-            for i in range(h.shape[0]):
-                s += h[i] * row[i]
-            out[r, v] = s
+def _output(h, wte, out):
+    """out (V,) = h @ wte.T (the tied output layer), a row of the embedding at a time."""
+    for v in range(wte.shape[0]):
+        s = h.dtype.type(0.0)  # see _attention
+        row = wte[v]
+        for i in range(h.shape[0]):
+            s += h[i] * row[i]
+        out[v] = s
