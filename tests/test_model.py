@@ -9,7 +9,7 @@ from pathlib import Path
 from engine import decode, kernels, layers
 from engine.checkpoint import Model
 from engine.config import GPTConfig
-from engine.generate import Context
+from engine.generate import Context, SamplingConfig, sample
 from engine.model import (
     KVCache,
     forward_cached,
@@ -179,6 +179,25 @@ def test_generation_past_the_window_sees_what_a_full_forward_over_its_window_see
         assert lengths[:14] == list(range(3, 17)) and lengths[14:23] == list(range(8, 17))
     else:
         assert lengths[:14] == list(range(3, 17)) and set(lengths[14:]) == {16}
+
+
+@pytest.mark.parametrize("top_k, top_p", [(None, None), (12, None), (None, 0.8)])
+def test_sampling_draws_tokens_by_their_probabilities_and_never_one_cut_off(top_k, top_p):
+    logits = np.random.default_rng(6).normal(0, 2, 50).astype(np.float32)
+    cfg = SamplingConfig(temperature=0.7, top_k=top_k, top_p=top_p)
+    rng = np.random.default_rng(7)
+    counts = np.bincount([sample(logits, cfg, rng) for _ in range(20_000)], minlength=50)
+    z = logits.astype(np.float64) / 0.7
+    p = np.exp(z - z.max())
+    if top_k:
+        p[np.argsort(-p)[top_k:]] = 0
+    if top_p:
+        order = np.argsort(-p)
+        p[order[np.searchsorted(np.cumsum(p[order]) / p.sum(), top_p) + 1:]] = 0
+    p /= p.sum()
+    assert counts[p == 0].sum() == 0
+    assert np.abs(counts / 20_000 - p).max() < 0.015
+    assert sample(logits, SamplingConfig(temperature=0), rng) == int(np.argmax(logits))
 
 
 def test_float32_training_reduces_loss_on_a_repeating_pattern():
