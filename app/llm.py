@@ -25,7 +25,7 @@ MODELS_KEPT = 2  # loaded versions kept in memory
 # and nothing the client sends becomes a path.
 MODEL_CHOICE = re.compile(r"@[A-Za-z0-9_-]{1,40}|[0-9]{1,9}|latest")
 CHAT_TURN = {"user": "User", "assistant": "Assistant"}
-GATHER_S = 0.01  # streamed text: a chunk at most this often (100 a second still looks smooth)
+GATHER_S = 0.005  # streamed text: a chunk at most this often (200 a second: smooth)
 
 
 class Message(BaseModel):
