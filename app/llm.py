@@ -3,10 +3,12 @@ every input, one generation per client at a time, and the text streamed as it is
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -23,6 +25,7 @@ MODELS_KEPT = 2  # loaded versions kept in memory
 # and nothing the client sends becomes a path.
 MODEL_CHOICE = re.compile(r"@[A-Za-z0-9_-]{1,40}|[0-9]{1,9}|latest")
 CHAT_TURN = {"user": "User", "assistant": "Assistant"}
+GATHER_S = 0.005  # streamed text: a chunk at most this often (200 a second: smooth)
 
 
 class Message(BaseModel):
@@ -95,6 +98,63 @@ def until(pieces: Iterator[str], stops: str | list[str]) -> Iterator[str]:
             held = held[len(held) - keep :]
     if held:
         yield held
+
+
+async def in_thread(pieces: Iterator[str]) -> AsyncIterator[str]:
+    """The pieces, made in a thread of their own, as they come: those made since the last
+    chunk go together in the next, a chunk at most every GATHER_S. Starlette's
+    `iterate_in_threadpool` sends every piece into a worker thread and back (two thread
+    switches a token) and the generation waits on each; here it never waits, and a chunk
+    (the event loop, HTTP, the client: far more than a piece) carries a few tokens.
+    Closing this (the client went away) stops the generation at its next piece."""
+    loop = asyncio.get_running_loop()
+    ready: list[str] = []
+    lock, stop = threading.Lock(), threading.Event()
+    wake, finished = asyncio.Event(), asyncio.Event()
+    outcome: list[BaseException | None] = []  # set when the pieces are done
+
+    def signal(event: asyncio.Event) -> None:
+        try:
+            loop.call_soon_threadsafe(event.set)
+        except RuntimeError:  # the loop is closed: the server is stopping
+            stop.set()
+
+    def make() -> None:
+        error = None
+        try:
+            for piece in pieces:
+                with lock:
+                    ready.append(piece)
+                    first = len(ready) == 1
+                if first:  # otherwise a wake-up is on its way already
+                    signal(wake)
+                if stop.is_set():
+                    break
+        except BaseException as e:  # noqa: BLE001 - raised in the stream instead
+            error = e
+        with lock:
+            outcome.append(error)
+        signal(wake)
+        signal(finished)
+
+    threading.Thread(target=make, name="cllm-generate", daemon=True).start()
+    try:
+        while True:
+            await wake.wait()
+            wake.clear()
+            with lock:
+                chunk, done = "".join(ready), bool(outcome)
+                ready.clear()
+            if chunk:
+                yield chunk
+            if done:
+                if outcome[0] is not None:
+                    raise outcome[0]
+                return
+            with contextlib.suppress(TimeoutError):  # pieces gather, unless that was all
+                await asyncio.wait_for(finished.wait(), GATHER_S)
+    finally:
+        stop.set()
 
 
 class Slots:

@@ -14,15 +14,15 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
-from starlette.concurrency import iterate_in_threadpool
 
 from app.config import AppConfig
 from app.data import Pipeline, crawls, dropped
 from app.jobs import Busy, Jobs
-from app.llm import GenerateRequest, Generator
+from app.llm import GenerateRequest, Generator, in_thread
 from app.security import choose_token, listen, secure
 from core.errors import UserError
 from crawler.urls import check_seed
+from engine import generate
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -53,10 +53,15 @@ def create_app(config: AppConfig, config_file: str | None = None) -> FastAPI:
     generator = Generator(pipeline, config.ui.max_generations)
     token = config.ui.token
 
+    def warm_up() -> None:
+        # MLflow takes seconds to import and open, generation's kernels to compile: now,
+        # not when the Models or the LLM tab first asks
+        pipeline.warm_up()
+        generate.warm_up()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # MLflow takes seconds to import and open: do it now, not when the Models tab asks
-        threading.Thread(target=pipeline.warm_up, daemon=True).start()
+        threading.Thread(target=warm_up, daemon=True).start()
         yield
         jobs.stop_all()  # a training checkpoints and exits 130: resumable
 
@@ -187,7 +192,7 @@ def create_app(config: AppConfig, config_file: str | None = None) -> FastAPI:
 
         async def stream():
             try:
-                async for piece in iterate_in_threadpool(pieces):
+                async for piece in in_thread(pieces):
                     yield piece
             finally:
                 generator.release(client)

@@ -22,7 +22,6 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
-from starlette.concurrency import iterate_in_threadpool
 
 from app.config import AppConfig
 from app.llm import (
@@ -31,12 +30,13 @@ from app.llm import (
     MAX_NEW_TOKENS,
     MAX_PROMPT_CHARS,
     Slots,
+    in_thread,
     transcript,
     until,
 )
 from app.security import choose_token, listen, secure
 from engine.checkpoint import Model, load_model
-from engine.generate import SamplingConfig, generate_tokens
+from engine.generate import SamplingConfig, generate_tokens, warm_up
 from pipeline.registry import Registry, Version, parse_ref
 
 log = structlog.get_logger()
@@ -152,6 +152,7 @@ def create_serving_app(config: AppConfig, registry: Registry | None = None) -> F
     settings = config.serve
     registry = registry or Registry(config.home, config.model_name)
     served = Served(registry, settings.model, settings.poll)
+    threading.Thread(target=warm_up, daemon=True).start()  # generation's kernels compile
     slots = Slots(settings.max_generations)
     app = FastAPI(title="Crystalline", docs_url=None, redoc_url=None, openapi_url=None)
     secure(app, settings.host, settings.token, error)
@@ -186,7 +187,7 @@ def create_serving_app(config: AppConfig, registry: Registry | None = None) -> F
             try:
                 for event in chunk(None, None, first=True):
                     yield f"data: {json.dumps(head | event)}\n\n"
-                async for piece in iterate_in_threadpool(result.pieces()):
+                async for piece in in_thread(result.pieces()):
                     for event in chunk(piece, None):
                         yield f"data: {json.dumps(head | event)}\n\n"
                 for event in chunk(None, result.finish_reason):

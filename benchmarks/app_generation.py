@@ -9,8 +9,8 @@ It builds a home of its own: a crawl of the embedded demo site, then `cllm train
 vocabulary 4096) for a few steps (the speed of generation does not depend on how well the
 model learned); then `cllm ui` on a free port. Requests run one after another, each with
 its own seed, after one warm-up request (which loads the model); medians. Tokens are counted
-by encoding the streamed text again with the model's tokenizer. `--append` adds the report
-to benchmarks/RESULTS.md.
+by encoding the streamed text again with the model's tokenizer. `--home DIR` keeps the home
+for the next run; `--append` adds the report to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from machine import append_to_results, machine  # noqa: E402
+from machine import append_to_results, code_version, machine  # noqa: E402
 
 CLLM = Path(sys.executable).with_name("cllm")
 PROMPT = "The history of the city begins"
@@ -78,6 +78,8 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=200)
     parser.add_argument("--steps", type=int, default=30, help="training steps of the model")
     parser.add_argument("--append", action="store_true", help="add the report to RESULTS.md")
+    parser.add_argument("--home", type=Path, help="the home to use: built there when absent, "
+                        "reused (crawl and model as they are) when present")
     args = parser.parse_args()
     from crawler.site import SITE, SiteServer
     from engine.checkpoint import load_model
@@ -87,16 +89,17 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")} | SHAPE
     started = datetime.now(timezone.utc)
     with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp) / "home"
-        site = SiteServer([SITE])
-        try:
-            cllm(home, "crawl", "--seeds", site.url, env=env)
-        finally:
-            site.close()
-        cllm(home, "train", "--from-scratch", "--steps", str(args.steps), env=env)
+        home = (args.home or Path(tmp) / "home").resolve()
+        if not home.exists():
+            site = SiteServer([SITE])
+            try:
+                cllm(home, "crawl", "--seeds", site.url, env=env)
+            finally:
+                site.close()
+            cllm(home, "train", "--from-scratch", "--steps", str(args.steps), env=env)
         model = load_model(Registry(home, "cllm").pull("@champion"))
         port = free_port(0)
-        server = subprocess.Popen([str(CLLM), "ui", "--port", str(port)],
+        server = subprocess.Popen([str(CLLM), "ui", "--no-token", "--port", str(port)],
                                   env=env | {"CLLM_HOME": str(home)}, cwd=tmp,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -157,15 +160,6 @@ def format_report(args, runs: dict, started: datetime, load_before: float,
             f"{median((r['tokens'] - 1) / max(r['total'] - r['ttft'], 1e-9) for r in rs):,.0f} | "
             f"{median(r['tokens'] for r in rs):.0f} |")
     return "\n".join(lines + [""])
-
-
-def code_version() -> str:
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                          capture_output=True, text=True).stdout.strip()
-    changed = subprocess.run(["git", "status", "--porcelain", "--", "app", "engine"], cwd=ROOT,
-                             capture_output=True, text=True).stdout.splitlines()
-    return head + (f" with uncommitted changes to {', '.join(c[3:] for c in changed)}"
-                   if changed else "")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 
 import os
 import platform
+import subprocess
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def machine() -> str:
@@ -19,3 +22,12 @@ def append_to_results(report: str) -> None:
         results.write_text("# Benchmark results\n")
     with open(results, "a") as f:
         f.write("\n" + report)
+
+
+def code_version() -> str:
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                          capture_output=True, text=True).stdout.strip()
+    changed = subprocess.run(["git", "status", "--porcelain", "--", "app", "engine"], cwd=ROOT,
+                             capture_output=True, text=True).stdout.splitlines()
+    return head + (f" with uncommitted changes to {', '.join(c[3:] for c in changed)}"
+                   if changed else "")

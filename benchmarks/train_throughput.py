@@ -4,7 +4,7 @@ For each thread count and each configuration, full training steps (forward, back
 gradient clipping, AdamW) of the engine and of the same architecture in PyTorch
 (benchmarks/torch_reference.py) alternate, `--repeats` times; the medians and their ratio
 are reported, with model-FLOPs utilisation against the float32 matrix-multiply peak measured
-in the same run. Then generation speed with and without the KV cache.
+in the same run. Generation speed is benchmarks/generation.py's.
 
     make bench   # installs torch==2.13.0 (CPU) into .venv
     .venv/bin/python benchmarks/train_throughput.py --threads 1 2
@@ -28,8 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from torch_reference import GPT  # noqa: E402
 
-from engine.checkpoint import Model  # noqa: E402
-from engine.generate import SamplingConfig, generate_tokens  # noqa: E402
 from engine.config import GPTConfig  # noqa: E402
 from engine.model import init_params, loss_and_grads, ops  # noqa: E402
 from engine.optim import AdamW, clip_grad_norm  # noqa: E402
@@ -84,7 +82,7 @@ class TorchRun:
     def step(self):
         c = self.config
         idx = torch.randint(0, c.vocab_size, (self.batch, c.block_size + 1))
-        loss = self.model(idx[:, :-1], idx[:, 1:])
+        _, loss = self.model(idx[:, :-1], idx[:, 1:])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -100,26 +98,12 @@ def tokens_per_second(run, steps: int) -> float:
     return run.batch * run.config.block_size / statistics.median(times)
 
 
-def generation_speed(new_tokens: int) -> dict:
-    config = CONFIGS["mid"][0]
-    model = Model(path=Path("."), config=config, params=init_params(config), tokenizer=None)
-    prompt = list(range(16))
-    result = {}
-    for use_cache in (True, False):
-        sampling = SamplingConfig(max_tokens=new_tokens, temperature=1.0, seed=0, stop_at_eot=False)
-        t = time.perf_counter()
-        n = sum(1 for _ in generate_tokens(model, prompt, sampling, use_cache=use_cache))
-        result["with KV cache" if use_cache else "without KV cache"] = n / (time.perf_counter() - t)
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--repeats", type=int, default=5, help="alternated runs of each engine")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per run (median taken)")
-    parser.add_argument("--gen-tokens", type=int, default=256)
     args = parser.parse_args()
 
     blas = [(i["internal_api"], i.get("architecture")) for i in threadpool_info()]
@@ -146,11 +130,6 @@ def main() -> None:
                 mfu = lambda rate: rate * config.flops_per_token() / (peak * 1e9)  # noqa: E731
                 print(f"| {threads} | {name} | {ours:,.0f} | {theirs:,.0f} | {ours / theirs:.2f}x "
                       f"| {mfu(ours):.0%} | {mfu(theirs):.0%} | {peak:.0f} |", flush=True)
-    ops.set_threads(1)
-    with threadpool_limits(1):
-        speeds = generation_speed(args.gen_tokens)
-    print(f"\nGeneration, mid configuration, {args.gen_tokens} new tokens, 1 thread: "
-          + ", ".join(f"{k} {v:,.0f} tokens/s" for k, v in speeds.items()))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ it is produced; `--interactive` for a prompt loop."""
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 
 
@@ -24,11 +25,12 @@ def add(sub) -> None:
 
 def run(args, config) -> int:
     from engine.checkpoint import load_model
-    from engine.generate import SamplingConfig, generate_text
+    from engine.generate import SamplingConfig, generate_text, warm_up
 
     sampling = SamplingConfig(max_tokens=args.max_tokens, temperature=args.temperature,
                               top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     sampling.validate()
+    threading.Thread(target=warm_up, daemon=True).start()  # compiles while the model loads
     model = load_model(model_path(args.model, config))
 
     def run(prompt: str) -> None:

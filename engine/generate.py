@@ -1,7 +1,7 @@
 """Text generation: a KV cache, temperature, top-k, top-p and a seed; tokens stream out.
 
 When the context fills the model's window, the cache restarts from the last half of it
-(the model has learned positions only up to block_size).
+(the model has learned positions only up to block_size): see `Context`.
 """
 
 from __future__ import annotations
@@ -10,11 +10,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
+from threadpoolctl import ThreadpoolController
 
-from engine.checkpoint import Model
 from core.errors import UserError
-from engine.model import KVCache, forward_cached
+from engine.checkpoint import Model
+from engine.config import GPTConfig
+from engine.decode import next_logits
+from engine.model import KVCache, init_params
 from engine.xp import to_numpy
+
+BLAS = ThreadpoolController()  # once: finding the libraries takes a millisecond or more
 
 
 @dataclass
@@ -39,16 +45,17 @@ class SamplingConfig:
 
 def sample(logits: np.ndarray, cfg: SamplingConfig, rng: np.random.Generator) -> int:
     """One token id from the logits of the last position."""
-    logits = logits.astype(np.float64)
     if cfg.temperature == 0:
         return int(np.argmax(logits))
-    logits /= cfg.temperature
-    if cfg.top_k is not None and cfg.top_k < logits.size:
-        kth = np.partition(logits, -cfg.top_k)[-cfg.top_k]
-        logits[logits < kth] = -np.inf
-    probs = np.exp(logits - logits.max())
-    probs /= probs.sum()
+    # in the logits' float32, where a temperature below the smallest normal number is that
+    temperature = np.float32(max(cfg.temperature, np.finfo(np.float32).tiny))
+    scaled = (logits - logits.max()) / temperature
+    if cfg.top_k is not None and cfg.top_k < scaled.size:
+        kth = np.partition(scaled, -cfg.top_k)[-cfg.top_k]
+        scaled[scaled < kth] = -np.inf
+    probs = np.exp(scaled, out=scaled)
     if cfg.top_p is not None and cfg.top_p < 1:
+        probs /= probs.sum()
         order = np.argsort(-probs, kind="stable")
         cumulative = np.cumsum(probs[order])
         # keep the smallest set whose mass reaches top_p (always at least one token)
@@ -56,35 +63,83 @@ def sample(logits: np.ndarray, cfg: SamplingConfig, rng: np.random.Generator) ->
         keep = np.zeros_like(probs, dtype=bool)
         keep[order[:cut]] = True
         probs = np.where(keep, probs, 0.0)
-        probs /= probs.sum()
-    return int(rng.choice(probs.size, p=probs))
+    return int(draw(probs, rng.random() * probs.sum(dtype=np.float64)))
+
+
+@njit(nogil=True, error_model="numpy")  # not fastmath: the sum's order is the draw
+def draw(weights, target):
+    """The first index where the running sum of `weights` passes `target` (the last with any
+    weight, should rounding leave it short): rng.choice(p=weights / weights.sum()) for
+    target = its uniform number times the sum, without a cumulative sum of every weight."""
+    total, last = 0.0, 0
+    for i in range(weights.shape[0]):
+        if weights[i] > 0:
+            total += weights[i]
+            last = i
+            if total > target:
+                return i
+    return last
+
+
+def warm_up() -> None:
+    """Compile generation's float32 kernels now (seconds), not in the first generation: a
+    server calls this as it starts. They are the same for every model shape."""
+    config = GPTConfig(vocab_size=8, block_size=2, n_layer=1, n_head=1, n_embd=8)
+    logits = next_logits(init_params(config), config, np.zeros((1, 1), dtype=np.int64),
+                         KVCache(config, 1, np.float32))
+    draw(logits[0], 0.5)
+
+
+class Context:
+    """A growing context and the model's logits for its next token.
+
+    The KV cache holds the keys and values of `window`, the tokens the logits see. The model
+    has learned positions only up to block_size, so when the window is full it restarts
+    from its last half: every token sees at least block_size / 2 tokens before it, and a
+    restart costs one forward pass over those. Without the cache every token recomputes
+    the last block_size tokens (nanoGPT's `generate`; for comparison in benchmarks).
+    """
+
+    def __init__(self, model: Model, prompt_ids: list[int], use_cache: bool = True):
+        self.params, self.config, self.use_cache = model.params, model.config, use_cache
+        self.tokens = list(prompt_ids) or [model.tokenizer.eot_id]
+        self.start = max(0, len(self.tokens) - self.config.block_size)  # the window's first
+        self.cache = KVCache(self.config, 1, self.params["wte"].dtype)
+
+    @property
+    def window(self) -> list[int]:
+        return self.tokens[self.start:]
+
+    def next_logits(self) -> np.ndarray:
+        """The logits (vocab_size,) of the token after the window."""
+        block = self.config.block_size
+        if not self.use_cache:
+            self.cache.length, self.start = 0, max(0, len(self.tokens) - block)
+        elif len(self.tokens) - self.start > block:
+            self.cache.length, self.start = 0, len(self.tokens) - block // 2
+        pending = np.asarray([self.tokens[self.start + self.cache.length:]])  # not cached
+        if pending.shape[1] == 1:
+            return to_numpy(next_logits(self.params, self.config, pending, self.cache)[0])
+        # Matrices of a few rows: BLAS threads give little, and on a busy machine cost a lot
+        # (a 9-token prompt took 1 s with 2 OpenBLAS threads at load 8 on 2 cores, 4 ms with 1)
+        with BLAS.limit(limits=1, user_api="blas"):
+            return to_numpy(next_logits(self.params, self.config, pending, self.cache)[0])
+
+    def append(self, token: int) -> None:
+        self.tokens.append(token)
 
 
 def generate_tokens(model: Model, prompt_ids: list[int], cfg: SamplingConfig,
                     use_cache: bool = True) -> Iterator[int]:
-    """New token ids one at a time. Without the cache every step recomputes the whole
-    context (for comparison in benchmarks)."""
-    config = model.config
+    """New token ids one at a time."""
     rng = np.random.default_rng(cfg.seed)
-    context = list(prompt_ids) or [model.tokenizer.eot_id]
-    window = config.block_size
-    dtype = model.params["wte"].dtype
-    cache = KVCache(config, 1, dtype)
-    pending = context[-window:]  # tokens not yet in the cache
+    context = Context(model, prompt_ids, use_cache)
     for _ in range(cfg.max_tokens):
-        if not use_cache:
-            cache.length = 0
-            pending = context[-window:]
-        elif cache.length + len(pending) > window:
-            cache.length = 0
-            pending = context[-(window // 2):]
-        logits = forward_cached(model.params, config, np.asarray([pending]), cache)
-        token = sample(to_numpy(logits[0, -1]), cfg, rng)
+        token = sample(context.next_logits(), cfg, rng)
         if cfg.stop_at_eot and token == model.tokenizer.eot_id:
             return
         yield token
         context.append(token)
-        pending = [token]
 
 
 def generate_text(model: Model, prompt: str, cfg: SamplingConfig) -> Iterator[str]:

@@ -178,8 +178,9 @@ class KVCache:
         self.length = 0
 
 
-def forward_cached(params, config: GPTConfig, idx, cache: KVCache, ops=layers):
-    """Logits (B, t, V) for the new tokens `idx` (B, t) after the `cache.length` cached ones.
+def forward_cached(params, config: GPTConfig, idx, cache: KVCache, ops=layers, last=False):
+    """Logits (B, t, V) for the new tokens `idx` (B, t) after the `cache.length` cached ones;
+    with `last`, (B, 1, V) for the last of them only (generation needs no more).
 
     With an empty cache this is the plain forward pass over whole windows; one new token a
     row (generation, after the prompt) takes `decode_attention`, with no mask to build. It
@@ -212,5 +213,7 @@ def forward_cached(params, config: GPTConfig, idx, cache: KVCache, ops=layers):
         act, _ = ops.gelu_forward(linear(h2, params[p + "mlp.w_fc"], params[p + "mlp.b_fc"]))
         x += linear(act, params[p + "mlp.w_proj"], params[p + "mlp.b_proj"])
     cache.length = end
+    if last:
+        x, t = x.reshape(B, t, -1)[:, -1], 1
     xf, _ = ops.layernorm_forward(x, params["lnf.g"], params["lnf.b"])
     return (xf @ params["wte"].T).reshape(B, t, -1)

@@ -111,13 +111,14 @@ class Tokenizer:
         }
 
     def stream_decode(self, ids: Iterable[int]) -> Iterator[str]:
-        """Text pieces as tokens arrive; a piece waits until its UTF-8 bytes are complete."""
-        seen: list[int] = []
-        emitted = 0
+        """Text pieces as tokens arrive; a piece waits until its UTF-8 bytes are complete.
+        Only the tokens since the last piece are decoded (not all so far, each time): a
+        piece ends with a whole character, so the bytes after it decode on their own."""
+        pending: list[int] = []
         for token in ids:
-            seen.append(token)
-            text = self.decode(seen)
+            pending.append(token)
+            text = self.decode(pending)
             if text.endswith("\ufffd"):
                 continue
-            yield text[emitted:]
-            emitted = len(text)
+            yield text
+            pending = []

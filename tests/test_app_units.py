@@ -1,13 +1,17 @@
 """The web application's readers and helpers, without a server: the live-progress file as
-the Training tab reads it, and the chat's stop sequence."""
+the Training tab reads it, the chat's stop sequence, and a generation streamed from its
+thread."""
 
+import asyncio
 import json
 import os
+import threading
 
 import numpy as np
+import pytest
 
 from app.data import MAX_POINTS, read_progress
-from app.llm import Generator, until
+from app.llm import Generator, in_thread, until
 from engine.distributed import worker_times
 from engine.progress import ProgressFile, progress_path
 
@@ -77,3 +81,38 @@ def test_generations_are_one_per_client_and_capped_for_all_clients():
     generator.release("10.0.0.1")
     assert generator.claim("10.0.0.3") is None
 
+
+
+def test_a_generation_streams_from_its_thread_whole_in_order_and_stops_when_closed():
+    async def collect(pieces, limit=None):
+        chunks = []
+        stream = in_thread(pieces)
+        async for chunk in stream:
+            chunks.append(chunk)
+            if limit and len(chunks) == limit:
+                await stream.aclose()  # the client went away
+        return chunks
+
+    made = []
+
+    def pieces(n, fail=False):
+        for i in range(n):
+            made.append(i)
+            yield f"{i},"
+        if fail:
+            raise RuntimeError("the model broke")
+
+    assert "".join(asyncio.run(collect(pieces(500)))) == "".join(f"{i}," for i in range(500))
+
+    made.clear()
+    seen = asyncio.run(collect(pieces(10**7), limit=3))
+    assert len(seen) == 3
+    for _ in range(100):  # the thread notices at its next piece
+        if not any(t.name == "cllm-generate" for t in threading.enumerate()):
+            break
+        threading.Event().wait(0.05)
+    assert not any(t.name == "cllm-generate" for t in threading.enumerate())
+    assert len(made) < 10**7
+
+    with pytest.raises(RuntimeError, match="the model broke"):  # raised in the stream
+        asyncio.run(collect(pieces(5, fail=True)))

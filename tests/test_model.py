@@ -1,10 +1,15 @@
-"""The hand-written backward pass against finite differences, and the cached forward pass."""
+"""The hand-written backward pass against finite differences, the cached forward pass, and
+the fused one-token step of generation."""
 
 import numpy as np
 import pytest
 
-from engine import kernels, layers
+from pathlib import Path
+
+from engine import decode, kernels, layers
+from engine.checkpoint import Model
 from engine.config import GPTConfig
+from engine.generate import Context, SamplingConfig, sample
 from engine.model import (
     KVCache,
     forward_cached,
@@ -132,6 +137,67 @@ def test_cached_forward_matches_the_full_forward(ops):
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, rtol=1e-10, atol=1e-12)
     loss, _ = loss_and_grads(params, TINY, idx, idx)
     assert loss_only(params, TINY, idx, idx) == pytest.approx(loss, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-10), (np.float32, 1e-4)])
+def test_fused_decode_step_matches_the_full_forward(dtype, tolerance):
+    """`decode.next_logits`, a prompt then one token a row (2 rows; the fused step), against
+    the forward over whole windows."""
+    config = GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=4, n_embd=32)
+    params = {k: v.astype(dtype) for k, v in perturbed_params(config).items()}
+    idx = np.random.default_rng(4).integers(0, 50, (2, 16))
+    full = forward_cached(params, config, idx, KVCache(config, 2, dtype), layers)
+    cache = KVCache(config, 2, dtype)
+    steps = [decode.next_logits(params, config, idx[:, :5], cache)]
+    steps += [decode.next_logits(params, config, idx[:, t : t + 1], cache) for t in range(5, 16)]
+    got = np.stack(steps, axis=1)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, full[:, 4:], rtol=0, atol=tolerance * np.abs(full).max())
+    with pytest.raises(ValueError, match="exceeds block_size"):
+        decode.next_logits(params, config, idx[:, :1], cache)
+
+
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cache", "no-cache"])
+def test_generation_past_the_window_sees_what_a_full_forward_over_its_window_sees(use_cache):
+    """Past block_size the cached context restarts from the last half of the window; every
+    step's logits are still those of a forward pass over exactly the tokens it says it sees.
+    Without the cache the window is the last block_size tokens (nanoGPT's crop)."""
+    config = GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=4, n_embd=32)
+    params = {k: v.astype(np.float32) for k, v in perturbed_params(config).items()}
+    context = Context(Model(path=Path("."), config=config, params=params, tokenizer=None),
+                      [1, 2, 3], use_cache)
+    rng = np.random.default_rng(5)
+    lengths = []
+    for _ in range(60):  # past the window three times
+        logits = context.next_logits()
+        window = np.asarray([context.window])
+        full = forward_cached(params, config, window, KVCache(config, 1, np.float32))[0, -1]
+        np.testing.assert_allclose(logits, full, rtol=0, atol=1e-4 * np.abs(full).max())
+        lengths.append(window.shape[1])
+        context.append(int(rng.integers(0, 50)))
+    if use_cache:
+        assert lengths[:14] == list(range(3, 17)) and lengths[14:23] == list(range(8, 17))
+    else:
+        assert lengths[:14] == list(range(3, 17)) and set(lengths[14:]) == {16}
+
+
+@pytest.mark.parametrize("top_k, top_p", [(None, None), (12, None), (None, 0.8)])
+def test_sampling_draws_tokens_by_their_probabilities_and_never_one_cut_off(top_k, top_p):
+    logits = np.random.default_rng(6).normal(0, 2, 50).astype(np.float32)
+    cfg = SamplingConfig(temperature=0.7, top_k=top_k, top_p=top_p)
+    rng = np.random.default_rng(7)
+    counts = np.bincount([sample(logits, cfg, rng) for _ in range(20_000)], minlength=50)
+    z = logits.astype(np.float64) / 0.7
+    p = np.exp(z - z.max())
+    if top_k:
+        p[np.argsort(-p)[top_k:]] = 0
+    if top_p:
+        order = np.argsort(-p)
+        p[order[np.searchsorted(np.cumsum(p[order]) / p.sum(), top_p) + 1:]] = 0
+    p /= p.sum()
+    assert counts[p == 0].sum() == 0
+    assert np.abs(counts / 20_000 - p).max() < 0.015
+    assert sample(logits, SamplingConfig(temperature=0), rng) == int(np.argmax(logits))
 
 
 def test_float32_training_reduces_loss_on_a_repeating_pattern():

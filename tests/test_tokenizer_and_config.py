@@ -3,6 +3,7 @@
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import TEXT, run_cllm
@@ -36,6 +37,13 @@ def test_end_of_text_is_one_token_and_streaming_waits_for_whole_characters():
     assert "".join(pieces) == "déjà vu ☃"
     assert all("\ufffd" not in piece for piece in pieces)
     assert len(pieces) > 1
+    # any ids at all, bytes that are no UTF-8 among them: the pieces are the whole decode,
+    # but for an unfinished character at the very end
+    ids = np.random.default_rng(0).integers(0, tokenizer.vocab_size, 3000).tolist()
+    whole = tokenizer.decode(ids)
+    streamed = "".join(tokenizer.stream_decode(ids))
+    assert whole.startswith(streamed) and (streamed == whole or whole.endswith("\ufffd"))
+    assert len(whole) - len(streamed) < 10
 
 
 def test_config_file_then_environment(tmp_path, monkeypatch):
