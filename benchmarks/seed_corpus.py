@@ -63,10 +63,10 @@ def read(path: Path) -> str:
 def download(sources: list[Source], cache: Path) -> None:
     """apt-get download the sources' packages into cache/debs, unpack them into cache/root."""
     debs, root = cache / "debs", cache / "root"
-    debs.mkdir(parents=True, exist_ok=True)
     missing = [s for s in sources if not s.files(cache)]
     if not missing:
         return
+    debs.mkdir(parents=True, exist_ok=True)
     packages = [s.package for s in missing]
     print(f"downloading {', '.join(packages)} into {debs} ...", file=sys.stderr)
     result = subprocess.run(["apt-get", "download", *packages], cwd=debs, capture_output=True,
