@@ -8,7 +8,8 @@ tokens (benchmarks/torch_reference.py; `make bench` installs torch). The speed-u
 workers is set beside the seed's "30-40x" claim and Amdahl's bound from the measured
 serial fraction.
 
-    .venv/bin/python benchmarks/seed_73mb.py var/seed73 [--size-mb 73] [--budget-seconds 180] [--append]
+    .venv/bin/python benchmarks/seed_73mb.py var/seed73 [--size-mb 73] [--budget-seconds 180] \
+        [--append]
 
 The work folder keeps the downloaded packages (cache/) between runs; the site, the home and
 the models are made afresh. The model is the mid configuration of benchmarks/scaling.py
@@ -113,7 +114,9 @@ def encoding(shards: Path, model: Path, repeats: int) -> dict:
 
     tokenizer = Tokenizer.load(model / "tokenizer.json")
     texts, size = [], 0
-    for text in (t for p in sorted(shards.glob("*.parquet")) for t in pq.read_table(p)["text"].to_pylist()):
+    everything = (t for p in sorted(shards.glob("*.parquet"))
+                  for t in pq.read_table(p)["text"].to_pylist())
+    for text in everything:
         if size < ENCODE_MB * 1e6:
             texts.append(text)
             size += len(text.encode())
@@ -285,7 +288,8 @@ def report(args, r: dict) -> str:
         ("training, 1 worker", f"{one['tokens_per_s']:,} tokens/s, step {1000 * one['step_s']:.0f}"
          f" ms, CPU {util(one)} (1 thread)",
          f"PyTorch, nanoGPT's model, 1 thread: {torch:,.0f} tokens/s" if torch else
-         "PyTorch not installed (make bench)", f"{one['tokens_per_s'] / torch:.2f}x" if torch else ""),
+         "PyTorch not installed (make bench)",
+         f"{one['tokens_per_s'] / torch:.2f}x" if torch else ""),
         ("training, 2 workers", f"{two['tokens_per_s']:,} tokens/s, step {1000 * two['step_s']:.0f}"
          f" ms, communication {100 * two['comm_share']:.1f}% of the step, CPU per worker "
          f"{util(two)} (1 thread each)", "1 worker", f"{speedup:.2f}x"),

@@ -56,7 +56,8 @@ SOURCE_MB = {"python": 12, "linux": 28, "gcide": 39}
 
 
 def read(path: Path) -> str:
-    data = gzip.decompress(path.read_bytes()) if path.suffix in (".gz", ".dz") else path.read_bytes()
+    data = path.read_bytes()
+    data = gzip.decompress(data) if path.suffix in (".gz", ".dz") else data
     return data.decode("utf-8", errors="replace").replace("\r\n", "\n")
 
 
@@ -69,13 +70,17 @@ def download(sources: list[Source], cache: Path) -> None:
     debs.mkdir(parents=True, exist_ok=True)
     packages = [s.package for s in missing]
     print(f"downloading {', '.join(packages)} into {debs} ...", file=sys.stderr)
-    result = subprocess.run(["apt-get", "download", *packages], cwd=debs, capture_output=True,
-                            text=True)
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        sys.exit(f"seed_73mb: error: apt-get download {' '.join(packages)} failed ({last}): "
-                 f"download them by hand into {debs}, or ask for --size-mb "
-                 f"{sum(SOURCE_MB[s.name] for s in sources if s not in missing)} or less")
+    try:
+        result = subprocess.run(["apt-get", "download", *packages], cwd=debs,
+                                capture_output=True, text=True)
+        lines = result.stderr.strip().splitlines() or ["no output"]
+        failed = result.returncode != 0 and lines[-1]
+    except OSError as error:  # no apt-get at all
+        failed = str(error)
+    if failed:
+        sys.exit(f"seed_73mb: error: apt-get download {' '.join(packages)} failed ({failed}): "
+                 f"download them by hand into {debs}, or ask for a --size-mb that the "
+                 f"sources on disk hold (python3.11-doc: {SOURCE_MB['python']})")
     for package in packages:
         for deb in sorted(debs.glob(f"{package}_*.deb")):
             subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
