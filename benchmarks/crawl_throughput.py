@@ -57,12 +57,17 @@ def run_measured(cmd: list[str], env: dict) -> tuple[subprocess.CompletedProcess
     return subprocess.CompletedProcess(cmd, 0, out, err), peak, cpu
 
 
+def crawl_env(home: Path) -> dict:
+    """`cllm crawl`'s environment: the home, politeness off, 127.0.0.1 let in."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")} | {
+        "CLLM_HOME": str(home), "CLLM_CRAWL_DELAY": "0", "CLLM_CRAWL_AUTOTHROTTLE": "false",
+        "CLLM_LOG_FORMAT": "json", "CLLM_CRAWL_ALLOWED_NETWORKS": "127.0.0.1/32"}
+
+
 def crawler_run(url: str) -> dict:
     with tempfile.TemporaryDirectory() as home:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")} | {
-            "CLLM_HOME": home, "CLLM_CRAWL_DELAY": "0", "CLLM_CRAWL_AUTOTHROTTLE": "false",
-            "CLLM_LOG_FORMAT": "json", "CLLM_CRAWL_ALLOWED_NETWORKS": "127.0.0.1/32"}
-        result, peak, cpu = run_measured([str(CLLM), "crawl", "--json", "--seeds", url], env)
+        result, peak, cpu = run_measured([str(CLLM), "crawl", "--json", "--seeds", url],
+                                         crawl_env(Path(home)))
     report = json.loads(result.stdout)
     return {"pages": report["pages_fetched"], "seconds": report["seconds"],
             "pages_per_s": report["pages_fetched"] / report["seconds"],
@@ -70,19 +75,20 @@ def crawler_run(url: str) -> dict:
             "cpu_ms_per_page": cpu / report["pages_fetched"] * 1000}
 
 
-def extraction_run() -> dict:
-    result, peak, cpu = run_measured([sys.executable, __file__, "--extract-only"], dict(os.environ))
+def extraction_run(site: Path = PYDOC) -> dict:
+    result, peak, cpu = run_measured([sys.executable, __file__, "--extract-only", str(site)],
+                                     dict(os.environ))
     run = json.loads(result.stdout)
     return run | {"peak_mb": peak / 2**20, "cpu_ms_per_page": cpu / run["pages"] * 1000}
 
 
-def extract_only() -> None:
+def extract_only(site: Path) -> None:
     """Child mode: trafilatura over every page of the site, read from disk, one process."""
     import trafilatura
 
     from text.extract import TRAFILATURA_OPTIONS
 
-    files = sorted(PYDOC.rglob("*.html"))
+    files = sorted(site.rglob("*.html"))
     start = time.perf_counter()
     for path in files:
         html = path.read_text(encoding="utf-8", errors="replace")
@@ -94,10 +100,10 @@ def extract_only() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--extract-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--extract-only", type=Path, metavar="SITE", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.extract_only:
-        return extract_only()
+        return extract_only(args.extract_only)
     if not (PYDOC / "index.html").is_file():
         raise SystemExit("needs Debian's python3.11-doc: apt-get install -y python3.11-doc")
     from crawler.site import SiteServer

@@ -58,19 +58,25 @@ def cllm(home: Path, *args) -> subprocess.CompletedProcess:
     return result
 
 
-def measure(home: Path, base: Path, steps: int, workers: int, threads: int) -> dict:
+def measure(home: Path, base: Path, steps: int, workers: int, threads: int, data: Path = DATA,
+            keep: bool = False) -> dict:
+    """`steps` more steps of a copy of the model `base` trained on `data`; the root's
+    `worker_time` event, the load before and the machine's busy share. With `keep`, the
+    model stays in the event's `out`."""
     out = home / f"run-{workers}x{threads}"
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(base, out)
     load = os.getloadavg()[0]
     busy0, total0 = cpu_busy()
-    result = cllm(home, "train", "--data", DATA, "--out", out, "--resume", *MID,
+    result = cllm(home, "train", "--data", data, "--out", out, "--resume", *MID,
                   "--steps", 1 + steps, "--workers", workers, "--threads", threads)
     busy1, total1 = cpu_busy()
     (event,) = [json.loads(line) for line in result.stderr.splitlines()
                 if line.startswith("{") and '"event": "worker_time"' in line]
-    shutil.rmtree(out)
-    return event | {"load_before": load, "machine_busy": (busy1 - busy0) / (total1 - total0)}
+    if not keep:
+        shutil.rmtree(out)
+    return event | {"load_before": load, "machine_busy": (busy1 - busy0) / (total1 - total0),
+                    "out": str(out)}
 
 
 def reduction_probe(group_size: int, repeats: int) -> None:

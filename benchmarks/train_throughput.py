@@ -79,9 +79,11 @@ class TorchRun:
                                             {"params": rest, "weight_decay": 0.0}],
                                            lr=1e-4, betas=(0.9, 0.95))
 
-    def step(self):
+    def step(self, idx=None):
+        """One training step on windows `idx` (batch, block_size + 1), random by default."""
         c = self.config
-        idx = torch.randint(0, c.vocab_size, (self.batch, c.block_size + 1))
+        if idx is None:
+            idx = torch.randint(0, c.vocab_size, (self.batch, c.block_size + 1))
         _, loss = self.model(idx[:, :-1], idx[:, 1:])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
