@@ -29,8 +29,8 @@ from pathlib import Path
 
 import torch
 
-from machine import append_to_results, machine
-from scaling import DATA, cllm, code_version
+from machine import append_to_results, code_version, machine
+from scaling import DATA, cllm
 from train_throughput import CONFIGS, TorchRun, tokens_per_second
 
 # baby's 65 characters are below what a byte-level BPE can have: both sides train 258 tokens

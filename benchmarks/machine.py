@@ -24,10 +24,14 @@ def append_to_results(report: str) -> None:
         f.write("\n" + report)
 
 
+# the code a figure depends on: what of it differs from the commit is named beside it
+SOURCES = ("app", "cli", "core", "crawler", "engine", "pipeline", "text")
+
+
 def code_version() -> str:
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                          capture_output=True, text=True).stdout.strip()
-    changed = subprocess.run(["git", "status", "--porcelain", "--", "app", "engine"], cwd=ROOT,
-                             capture_output=True, text=True).stdout.splitlines()
-    return head + (f" with uncommitted changes to {', '.join(c[3:] for c in changed)}"
-                   if changed else "")
+    """The commit, and the source files that differ from it (benchmarks run on a working tree)."""
+    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True,  # noqa: E731
+                                    text=True).stdout
+    changed = [line[3:] for line in git("status", "--porcelain", "--", *SOURCES).splitlines()]
+    head = git("rev-parse", "--short", "HEAD").strip()
+    return head + (f" with uncommitted changes to {', '.join(changed)}" if changed else "")

@@ -30,7 +30,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from machine import append_to_results, machine
+from machine import append_to_results, code_version, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -107,16 +107,6 @@ def reduction_probe(group_size: int, repeats: int) -> None:
                   for levels, ts in times.items()}
         result["bytes"] = 4 * (sum(int(np.prod(s)) for s in shapes.values()) + 2)
         print(json.dumps(result))
-
-
-def code_version() -> str:
-    """The commit, and what of the engine differs from it (benchmarks run on a working tree)."""
-    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True,  # noqa: E731
-                                    text=True).stdout
-    changed = [line[3:] for line in git("status", "--porcelain", "--", "engine",
-                                        "pipeline").splitlines()]
-    head = git("rev-parse", "--short", "HEAD").strip()
-    return head + (f" with uncommitted changes to {', '.join(changed)}" if changed else "")
 
 
 def main() -> int:

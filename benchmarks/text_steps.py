@@ -20,14 +20,13 @@ import gc
 import logging
 import os
 import statistics
-import subprocess
 import sys
 import time
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
-from machine import append_to_results, machine
+from machine import append_to_results, code_version, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -155,14 +154,6 @@ def measure(sizes: list[float], big_sizes: list[float], repeats: int, only: str 
         print(f"{step:26s} {name:22s} " + " ".join(f"{v:8.4f}" for v in row.values()),
               file=sys.stderr, flush=True)
     return results
-
-
-def code_version() -> str:
-    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True,  # noqa: E731
-                                    text=True).stdout
-    changed = [line[3:] for line in git("status", "--porcelain", "--", "text").splitlines()]
-    head = git("rev-parse", "--short", "HEAD").strip()
-    return head + (f" with uncommitted changes to {', '.join(changed)}" if changed else "")
 
 
 def format_report(results, started, load_before, load_after, seconds, repeats) -> str:
