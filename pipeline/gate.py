@@ -12,6 +12,7 @@ import json
 from dataclasses import asdict, dataclass
 
 import structlog
+from threadpoolctl import threadpool_limits
 
 from core.errors import UserError
 from core.files import write_json
@@ -82,8 +83,13 @@ def evaluate(config: Config, registry: Registry, plan: Plan) -> Evaluation:
     has_old = len(old_val) >= needed
 
     def losses(model):
-        return (held_out_loss(model.params, model.config, new_val, cfg) if plan.new else None,
-                held_out_loss(model.params, model.config, old_val, cfg) if has_old else None)
+        # on the training's BLAS threads: all of them on a loaded machine's cores made each
+        # batch several times slower than the training's steps
+        with threadpool_limits(config.train.threads or None):
+            return (held_out_loss(model.params, model.config, new_val, cfg) if plan.new
+                    else None,
+                    held_out_loss(model.params, model.config, old_val, cfg) if has_old
+                    else None)
 
     new_loss, old_loss = losses(child)
     parent_new = parent_old = None
