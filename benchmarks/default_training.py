@@ -91,19 +91,21 @@ def main() -> int:
             print(f"{name}: the tokenizer and a first step ...", file=sys.stderr)
             cllm(home, "train", "--data", DATA, "--out", base, *shape_flags(name), "--steps", 1,
                  "--workers", 1)
-            for setup, (flags, threads) in setups.items():
-                runs = {"ours": [], "torch": []}
-                for repeat in range(args.repeats):
+            runs = {setup: {"ours": [], "torch": []} for setup in setups}
+            for repeat in range(args.repeats):  # every setup in each round: load shifts
+                for setup, (flags, threads) in setups.items():
                     order = ("ours", "torch") if repeat % 2 == 0 else ("torch", "ours")
                     for who in order:
                         loads.append(os.getloadavg()[0])
                         if who == "ours":
-                            runs[who].append(ours(home, base, name, STEPS[name], flags))
+                            runs[setup][who].append(ours(home, base, name, STEPS[name], flags))
                         else:
-                            runs[who].append(theirs(name, threads, min(STEPS[name], 20)))
-                    print(f"{name}, {setup}, repeat {repeat + 1}: ours {runs['ours'][-1]}, "
-                          f"torch {runs['torch'][-1]:,.0f} tokens/s", file=sys.stderr)
-                rows.append((name, setup, threads, runs))
+                            runs[setup][who].append(theirs(name, threads, 20))
+                    print(f"{name}, {setup}, repeat {repeat + 1}: ours "
+                          f"{runs[setup]['ours'][-1]}, torch {runs[setup]['torch'][-1]:,.0f} "
+                          "tokens/s", file=sys.stderr)
+            rows += [(name, setup, threads, runs[setup])
+                     for setup, (_, threads) in setups.items()]
     report = format_report(args, rows, started, loads, cores)
     print(report)
     if args.append:
