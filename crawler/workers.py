@@ -299,7 +299,6 @@ def main(argv: list[str]) -> None:
     _die_with_parent(int(parent))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # its workers are reaped as they end
     conn = Connection(int(fd))
     handle = importlib.import_module(task).start(json.loads(conn.recv_bytes()))
     gc.freeze()  # no collection writes to what is loaded: its pages stay shared
@@ -309,18 +308,29 @@ def main(argv: list[str]) -> None:
         try:
             theirs = recv_handle(conn)
         except EOFError:
-            return
+            break
+        _reap(block=False)
         pid = os.fork()
         if pid == 0:
             try:
                 conn.close()
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 _die_with_parent(starter)
                 serve(Connection(theirs), handle)
             finally:
                 os._exit(0)
         os.close(theirs)
         conn.send_bytes(json.dumps({"pid": pid}).encode())
+    _reap(block=True)  # the workers end as their pipes close
+
+
+def _reap(block: bool) -> None:
+    """Wait for the workers that ended (all of them, with `block`): not left as zombies,
+    and their CPU time is counted in the starter's children's, as a subprocess's would."""
+    try:
+        while os.waitpid(-1, 0 if block else os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:  # none left
+        pass
 
 
 def serve(conn: Connection, handle) -> None:
