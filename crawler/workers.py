@@ -95,7 +95,7 @@ class Starter:
             raise _Died from None
 
     def fork(self) -> Worker:
-        """A new worker (the caller holds the pool's lock); _Died if none could be made."""
+        """A new worker; _Died if none could be made."""
         mine, theirs = socket.socketpair()
         try:
             send_handle(self.conn, theirs.fileno(), self.process.pid)
@@ -173,13 +173,15 @@ class WorkerPool:
         self.task, self.setup, self.timeout = task, setup, timeout
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         self.replaced = 0  # workers found dead between jobs (or at the close)
-        self.lock = threading.Lock()  # over the starter and `replaced`
-        self.starter: Starter | None = None
-        # The threads start the starter: its PDEATHSIG follows the thread that started it,
-        # and each thread lives as long as the pool.
+        self.lock = threading.Lock()
+        # The starter has a thread of its own (its PDEATHSIG follows the thread that started
+        # it), which outlives the threads that mind the workers.
+        self.forks: queue.SimpleQueue = queue.SimpleQueue()  # requests for a new worker
+        self.starter_thread = threading.Thread(target=self._keep_starter, name="starter",
+                                               daemon=True)
         self.threads = [threading.Thread(target=self._mind, name=f"worker-{i}", daemon=True)
                         for i in range(size)]
-        for thread in self.threads:
+        for thread in [self.starter_thread, *self.threads]:
             thread.start()
 
     async def run(self, header: dict, body: bytes) -> list[dict]:
@@ -224,19 +226,32 @@ class WorkerPool:
         worker.stop()
 
     def _start(self) -> Worker | None:
-        try:
-            with self.lock:
-                if self.starter is not None and not self.starter.alive:
-                    log.warning("extract_starter_died", pid=self.starter.process.pid)
-                    self.starter.stop()
-                    self.starter = None
-                self.starter = self.starter or Starter(self.task, self.setup)
-                worker = self.starter.fork()
-        except _Died:  # tried again with the next job
+        reply: queue.SimpleQueue = queue.SimpleQueue()
+        self.forks.put(reply)
+        if (worker := reply.get()) is None:  # tried again with the next job
             log.warning("extract_worker_failed_to_start", task=self.task)
             return None
         log.info("extract_worker_started", pid=worker.pid)
         return worker
+
+    def _keep_starter(self) -> None:
+        """Start the starter (again, if it died), fork the workers asked for, and stop it
+        once the pool is closed."""
+        starter = None
+        while (reply := self.forks.get()) is not None:
+            worker = None
+            try:
+                if starter is not None and not starter.alive:
+                    log.warning("extract_starter_died", pid=starter.process.pid)
+                    starter.stop()
+                    starter = None
+                starter = starter or Starter(self.task, self.setup)
+                worker = starter.fork()
+            except _Died:
+                pass
+            reply.put(worker)
+        if starter is not None:
+            starter.stop()
 
     def close(self) -> None:
         """Let the jobs queued so far finish, then end every worker."""
@@ -244,8 +259,8 @@ class WorkerPool:
             self.jobs.put(None)
         for thread in self.threads:
             thread.join()
-        if self.starter is not None:
-            self.starter.stop()
+        self.forks.put(None)
+        self.starter_thread.join()
 
 
 class ThreadPool:
