@@ -31,6 +31,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import psutil
 from crawl_throughput import CLLM, PYDOC, ROOT
 
 IDLE = 3.0
@@ -70,12 +71,15 @@ def run(url: str, processes: int) -> dict:
                 raise SystemExit(f"{' '.join(command)} failed:\n{err[-3000:]}")
             reports.append(json.loads(out))
         wall = time.monotonic() - start - (IDLE if processes else 0)
+        redis_cpu = 0.0
         if redis is not None:
+            times = psutil.Process(redis.process.pid).cpu_times()
+            redis_cpu = times.user + times.system
             redis.stop()
         cpu = cpu_seconds() - before
     pages = sum(r["pages_fetched"] for r in reports)
     return {"pages": pages, "docs": sum(r["docs_written"] for r in reports),
-            "pages_per_s": pages / wall, "cpu": cpu,
+            "pages_per_s": pages / wall, "cpu": cpu, "redis_cpu": redis_cpu,
             "cpu_ms_per_page": cpu / max(pages, 1) * 1000,  # a crawl of nothing: 0 pages
             "split": [r["pages_fetched"] for r in reports]}
 
@@ -125,15 +129,17 @@ def main() -> None:
     first = runs["alone (no frontier)"][0]
     print(f"pages: {first['pages']} fetched, {first['docs']} documents; {args.repeats} runs "
           "each, alternating")
-    print("| | pages/s (median) | runs | CPU ms per page (median) | vs alone | start-up CPU s "
-          "| CPU ms per page beyond start-up | vs alone |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| | pages/s (median) | runs | CPU ms per page, whole run (median) | vs alone | "
+          "start-up CPU s | CPU ms per page beyond start-up | vs alone | of which redis-server, "
+          "ms per page |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in configs:
         rates = ", ".join(f"{r['pages_per_s']:.2f}" for r in runs[name])
         cost = median(name, "cpu_ms_per_page")
+        redis = statistics.median(r["redis_cpu"] / r["pages"] * 1000 for r in runs[name])
         print(f"| {name} | {median(name, 'pages_per_s'):.2f} | {rates} | {cost:.0f} | "
               f"{cost / alone:.2f}x | {median(name, 'cpu', empty):.1f} | {steady(name):.0f} | "
-              f"{steady(name) / alone_steady:.2f}x |")
+              f"{steady(name) / alone_steady:.2f}x | {redis:.1f} |")
     for what, ratio in [("whole runs", max(median(n, "cpu_ms_per_page") for n in configs
                                           if configs[n]) / alone),
                         ("beyond start-up", max(steady(n) for n in configs if configs[n])

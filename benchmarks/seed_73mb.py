@@ -215,7 +215,7 @@ def run(args) -> dict:
     r["crawl"] = crawl(home, Path(r["corpus"]["site"]))
     progress(f"crawl: {r['crawl']['pages']} pages at {r['crawl']['pages_per_s']:.1f} pages/s, "
              f"{r['crawl']['docs']} documents; trafilatura alone on the same pages")
-    r["extraction"] = extraction_run(Path(r["corpus"]["site"]))
+    r["extraction"] = extraction_run(1, Path(r["corpus"]["site"]))
     shards = home / "shards" / CRAWL_ID
     progress("cllm train: the tokenizer, the token cache and a first step")
     began = time.perf_counter()

@@ -37,6 +37,7 @@ from core.errors import UserError
 
 # Redis calls are retried for about this long (a Redis restart), then the crawl stops.
 RETRY_SECONDS = 10.0
+FULL = -1.0  # `Fleet.slot`: every slot of the site is in use
 loads, dumps = marshal.loads, marshal.dumps
 
 _NOW = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
@@ -89,10 +90,11 @@ redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 return 1
 """
 # KEYS: next allowed time, slots in use (zset: token -> expiry); ARGV: delay ms, slots,
-# token, slot lease ms. 0: go now (slot taken); else milliseconds to wait before asking again.
+# token, slot lease ms. 0: go now (slot taken); -1: every slot in use; else milliseconds to
+# wait before asking again.
 _SLOT = _NOW + """
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then return 10 end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then return -1 end
 local next = tonumber(redis.call('GET', KEYS[1]) or '0')
 if next > now then return next - now end
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
@@ -205,10 +207,11 @@ class Fleet:
     # --- politeness ----------------------------------------------------------------------
     def slot(self, host: str, delay: float, slots: int, token: str, lease: float) -> float:
         """Take one of `slots` request slots of a site, at least `delay` after the last
-        request any process sent it; 0 when taken, else seconds to wait before asking again."""
+        request any process sent it; 0 when taken, FULL when every slot is in use (when one
+        is freed is not known), else seconds to wait before asking again."""
         wait = self._slot(keys=[self.key(f"polite:{host}:next"), self.key(f"polite:{host}:slots")],
                           args=[int(delay * 1000), slots, token, int(lease * 1000)])
-        return wait / 1000
+        return FULL if wait < 0 else wait / 1000
 
     def free_slot(self, host: str, token: str) -> None:
         self.redis.zrem(self.key(f"polite:{host}:slots"), token)

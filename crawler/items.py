@@ -9,6 +9,10 @@ from datetime import datetime
 from core.warc import Fetched
 from text.document import Document
 
+# The media types parsed as HTML (crawler/parsing.py, in the workers: the spider names them
+# without importing what parses them)
+HTML_TYPES = {"text/html", "application/xhtml+xml"}
+
 
 @dataclass
 class Page:

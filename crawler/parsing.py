@@ -17,6 +17,7 @@ crawl drops it as `extract_error` and the worker goes on.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 from urllib.parse import urljoin
 
 import lxml.etree
@@ -25,13 +26,14 @@ from scrapy.utils.response import get_base_url, get_meta_refresh
 from scrapy.utils.sitemap import Sitemap
 
 from crawler.config import CrawlConfig
+from crawler.items import HTML_TYPES
 from crawler.steps import document_steps
 from crawler.urls import canonical_url
 from text.document import Document, Drop
-from text.extract import Extract, cap_attributes
+from text.extract import Extract, cap_attributes, extract_tree, parse_html
+from text.language import identifier
 from text.pii import ScrubPII
 
-HTML_TYPES = {"text/html", "application/xhtml+xml"}
 _LINKS = lxml.etree.XPath("//a[not(contains(concat(' ', normalize-space(@rel), ' '), "
                           "' nofollow '))]/@href")
 _MAX_REFRESH_DELAY = 100  # seconds: Scrapy's METAREFRESH_MAXDELAY; longer is not a redirect
@@ -41,16 +43,20 @@ def start(setup: dict) -> Callable[[dict, bytes], Iterator[dict]]:
     """The handler for this worker's jobs, from the crawl's `[crawl]` settings."""
     config = CrawlConfig(**setup["crawl"])
     extract, steps, scrub = Extract(), document_steps(config), ScrubPII(config.pii_kinds)
+    identifier()  # the language model, loaded once in the starter the workers share it from
 
     def handle(header: dict, body: bytes) -> Iterator[dict]:
         if header["kind"] == "sitemap":
             yield sitemap(body, header["url"])
             return
         response, body = decoded(header, body)
+        tree = None
         if header["media_type"] in HTML_TYPES:
-            yield links(response, config.max_links_per_page)
+            # parsed once: the links are read before extraction changes the tree
+            tree = parse_html(response.text)
+            yield links(response, tree, config.max_links_per_page)
         if header["extract"]:
-            yield document(header, body, response, extract, steps, scrub)
+            yield document(header, body, response, tree, extract, steps, scrub)
 
     return handle
 
@@ -67,30 +73,38 @@ def decoded(header: dict, body: bytes) -> tuple[TextResponse | None, bytes]:
     return response, body
 
 
-def links(response: TextResponse, limit: int) -> dict:
+def links(response: TextResponse, tree, limit: int) -> dict:
     """The page's links in page order, each once, canonical (no fragment): the first
-    `limit`, and how many more there were."""
+    `limit`, and how many more there were. `tree` is the page's from `parse_html`; when
+    that is None (not quite HTML to trafilatura) the page is parsed leniently for them."""
     urls: dict[str, None] = {}
     delay, refresh = get_meta_refresh(response)
     if refresh and delay is not None and delay <= _MAX_REFRESH_DELAY:
         urls[canonical_url(refresh)] = None
-    # libxml2 compares each attribute of a tag with the others: thousands in one tag would
-    # take it minutes (text/extract.py `cap_attributes`)
-    root = lxml.etree.HTML(cap_attributes(response.text).encode("utf-8"),
-                           lxml.etree.HTMLParser(recover=True, encoding="utf-8"))
+    if tree is None:
+        # libxml2 compares each attribute of a tag with the others: thousands in one tag
+        # would take it minutes (text/extract.py `cap_attributes`)
+        tree = lxml.etree.HTML(cap_attributes(response.text).encode("utf-8"),
+                               lxml.etree.HTMLParser(recover=True, encoding="utf-8"))
     base = get_base_url(response)
-    for href in _LINKS(root) if root is not None else ():
+    for href in _LINKS(tree) if tree is not None else ():
         href = href.split("#", 1)[0].strip()
         if href:  # "" or "#...": this same page
             try:
-                urls[canonical_url(urljoin(base, href))] = None
+                urls[_resolved(base, href)] = None
             except ValueError:  # a malformed URL (a bad IPv6 literal, a bad port)
                 continue
     found = list(urls)
     return {"links": found[:limit], "more_links": max(0, len(found) - limit)}
 
 
-def document(header: dict, body: bytes, response: TextResponse | None, extract: Extract,
+@lru_cache(maxsize=2**16)
+def _resolved(base: str, href: str) -> str:
+    # the navigation of a site repeats the same few hundred links on every page
+    return canonical_url(urljoin(base, href))
+
+
+def document(header: dict, body: bytes, response: TextResponse | None, tree, extract: Extract,
              steps: list, scrub: ScrubPII) -> dict:
     """The document's fields; for a drop, its reason and detail too (and the fields of what
     extraction found, if it found text, without its personal data: the record of drops keeps
@@ -100,7 +114,11 @@ def document(header: dict, body: bytes, response: TextResponse | None, extract: 
                    content_language=header["content_language"])
     extracted = False
     try:
-        doc = extract(doc)
+        if tree is None:
+            doc = extract(doc)
+        else:  # the tree the links were read from
+            extract.arguments(doc)  # a binary body is dropped all the same
+            doc = extract.finish(doc, extract_tree(tree, header["url"]))
         extracted = True
         for step in steps:
             doc = step(doc)

@@ -18,10 +18,13 @@ from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import build_from_crawler
 
 from crawler.config import crawl_config
-from crawler.fleet import Fleet, connect
+from crawler.fleet import FULL, Fleet, connect
 
 TOKEN = "cllm_slot"  # request.meta: the fleet slot a request holds
 ROBOTS_WAIT = 60.0  # seconds a process waits for another's robots.txt before fetching it
+# Seconds between asking for a slot of a site whose slots are all in use, doubled each time:
+# requests waiting in every process of a fleet would otherwise poll Redis 100 times a second.
+FIRST_BACKOFF, MAX_BACKOFF = 0.01, 0.32
 
 
 def fleet_of(crawler) -> Fleet:
@@ -48,7 +51,10 @@ class FleetPoliteness:
     async def process_request(self, request, spider=None):
         host = urlsplit(request.url).hostname or ""
         token = secrets.token_hex(8)
-        while (wait := self.fleet.slot(host, self.delay, self.slots, token, self.lease)) > 0:
+        backoff = FIRST_BACKOFF
+        while (wait := self.fleet.slot(host, self.delay, self.slots, token, self.lease)) != 0:
+            if wait == FULL:  # asked less often the longer the site stays busy
+                wait, backoff = backoff, min(2 * backoff, MAX_BACKOFF)
             await asyncio.sleep(wait)
         request.meta[TOKEN] = (host, token)
 

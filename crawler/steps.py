@@ -7,8 +7,9 @@ shards already written.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from crawler.config import CrawlConfig
-from text.dedup import Dedup, DedupIndex
 from text.document import Step
 from text.language import Language
 from text.pii import ScrubPII
@@ -23,6 +24,9 @@ from text.quality import (
     TerminalPunctuation,
     WordCount,
 )
+
+if TYPE_CHECKING:
+    from text.dedup import DedupIndex
 
 
 def quality_steps(c: CrawlConfig) -> list[Step]:
@@ -52,4 +56,6 @@ def document_steps(c: CrawlConfig) -> list[Step]:
 def text_steps(c: CrawlConfig, index: DedupIndex) -> list[Step]:
     """What an extracted document goes through before it is written: `document_steps`, then
     deduplication against `index` (on the text that is written)."""
+    from text.dedup import Dedup  # here: datasketch loads SciPy, which the workers never need
+
     return [*document_steps(c), Dedup(index)]

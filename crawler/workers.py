@@ -2,8 +2,11 @@
 
 `concurrent.futures.ProcessPoolExecutor` cannot time a task out and breaks for good when a
 worker dies (the OOM killer, a crash in a C library); multiprocessing also leaves its
-resource tracker behind. So each worker here is a plain `python -m crawler.workers`
-subprocess, talking over a socket pair, with one thread of the crawl minding it:
+resource tracker behind. So the pool starts one plain `python -m crawler.workers`
+subprocess, the starter, which imports the task and sets it up once, then forks each worker
+from there: the workers share its modules and models copy-on-write (one copy in memory, one
+import on the CPU), and a replacement is ready in milliseconds. One thread of the crawl
+minds each worker, over a socket pair of its own:
 
 - a job is a JSON header and a body of bytes; the worker answers with JSON replies (a
   task may send some before it ends: the links of a page before its text) and an empty
@@ -12,10 +15,11 @@ subprocess, talking over a socket pair, with one thread of the crawl minding it:
 - a job not done in `timeout` seconds: the worker is killed, the job fails with
   `WorkerFailed("extract_timeout")` and a new worker takes its place. A worker that dies on
   a job: `WorkerFailed("extract_crashed")`, and replaced too. One found dead between jobs is
-  replaced without failing anything.
-- a worker dies with the crawl, however the crawl dies (PR_SET_PDEATHSIG, SIGKILL), and
-  ignores Ctrl-C and SIGTERM: the crawl decides when it stops, and then closes the pool.
-  It inherits no file of the crawl (the crawl lock's flock included) but its socket.
+  replaced without failing anything; so is the starter.
+- the starter dies with the crawl, however the crawl dies, and the workers with the starter
+  (PR_SET_PDEATHSIG, SIGKILL); all ignore Ctrl-C and SIGTERM: the crawl decides when they
+  stop, and then closes the pool. They inherit no file of the crawl (the crawl lock's flock
+  included) but their sockets.
 
 The task is a module with `start(setup: dict)` returning `handle(header, body)`, a
 generator of replies (crawler/parsing.py is the crawl's).
@@ -28,10 +32,12 @@ generator of replies (crawler/parsing.py is the crawl's).
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import json
 import os
 import queue
+import select
 import signal
 import socket
 import subprocess
@@ -41,6 +47,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import recv_handle, send_handle
 from pathlib import Path
 
 import structlog
@@ -63,8 +70,11 @@ class _Died(Exception):
     pass
 
 
-class Worker:
-    """One worker process and the parent's end of its socket pair."""
+class Starter:
+    """The process the workers are forked from: a plain `python -m crawler.workers`
+    subprocess that imports the task and runs its `start` once, then forks a worker for each
+    socket it is handed. The workers share what it loaded (modules, models), copy-on-write,
+    instead of loading it each; a replacement starts in milliseconds."""
 
     def __init__(self, task: str, setup: dict):
         mine, theirs = socket.socketpair()
@@ -79,14 +89,46 @@ class Worker:
         self.conn = Connection(mine.detach())
         try:
             self.conn.send_bytes(json.dumps(setup).encode())
-            self._receive(time.monotonic() + READY_TIMEOUT)  # the worker's empty "ready"
+            _receive(self.conn, time.monotonic() + READY_TIMEOUT)  # the empty "ready"
         except (OSError, TimeoutError, _Died):
-            self.stop(kill=True)
+            self.stop()
             raise _Died from None
+
+    def fork(self) -> Worker:
+        """A new worker; _Died if none could be made."""
+        mine, theirs = socket.socketpair()
+        try:
+            send_handle(self.conn, theirs.fileno(), self.process.pid)
+            pid = _receive(self.conn, time.monotonic() + READY_TIMEOUT)["pid"]
+        except (OSError, TimeoutError, KeyError, TypeError):
+            raise _Died from None
+        finally:
+            theirs.close()
+        return Worker(pid, Connection(mine.detach()))
 
     @property
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def stop(self) -> None:
+        self.conn.close()  # it ends when its pipe closes; its workers die with it
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Worker:
+    """One worker process (a child of the starter) and the parent's end of its socket."""
+
+    def __init__(self, pid: int, conn: Connection):
+        self.pid, self.conn = pid, conn
+        self.pidfd = os.pidfd_open(pid)  # a handle on this process, whatever reuses its pid
+
+    @property
+    def alive(self) -> bool:
+        return not select.select([self.pidfd], [], [], 0)[0]  # readable once it has ended
 
     def do(self, header: dict, body: bytes, deadline: float, replies: list[dict]) -> None:
         """Run one job, appending its replies; raises TimeoutError or _Died."""
@@ -95,32 +137,33 @@ class Worker:
             self.conn.send_bytes(body)
         except OSError:
             raise _Died from None
-        while (reply := self._receive(deadline)) is not None:
+        while (reply := _receive(self.conn, deadline)) is not None:
             replies.append(reply)
-
-    def _receive(self, deadline: float) -> dict | None:
-        try:
-            ready = self.conn.poll(max(0.0, deadline - time.monotonic()))
-            message = self.conn.recv_bytes() if ready else None
-        except (EOFError, OSError):
-            raise _Died from None
-        if message is None:
-            raise TimeoutError
-        try:
-            return json.loads(message) if message else None
-        except ValueError:  # not what a worker sends: it is not itself any more
-            raise _Died from None
 
     def stop(self, kill: bool = False) -> None:
         """End the worker: closing its pipe ends it, SIGKILL when `kill` or if it lingers."""
         self.conn.close()
-        if kill:
-            self.process.kill()
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if kill or not select.select([self.pidfd], [], [], 5)[0]:
+            try:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            except ProcessLookupError:  # already gone
+                pass
+            select.select([self.pidfd], [], [], 5)
+        os.close(self.pidfd)
+
+
+def _receive(conn: Connection, deadline: float) -> dict | None:
+    try:
+        ready = conn.poll(max(0.0, deadline - time.monotonic()))
+        message = conn.recv_bytes() if ready else None
+    except (EOFError, OSError):
+        raise _Died from None
+    if message is None:
+        raise TimeoutError
+    try:
+        return json.loads(message) if message else None
+    except ValueError:  # not what a worker sends: it is not itself any more
+        raise _Died from None
 
 
 class WorkerPool:
@@ -131,11 +174,14 @@ class WorkerPool:
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         self.replaced = 0  # workers found dead between jobs (or at the close)
         self.lock = threading.Lock()
-        # The threads start the workers: a worker's PDEATHSIG follows the thread that started
-        # it, and each thread lives as long as the pool.
+        # The starter has a thread of its own (its PDEATHSIG follows the thread that started
+        # it), which outlives the threads that mind the workers.
+        self.forks: queue.SimpleQueue = queue.SimpleQueue()  # requests for a new worker
+        self.starter_thread = threading.Thread(target=self._keep_starter, name="starter",
+                                               daemon=True)
         self.threads = [threading.Thread(target=self._mind, name=f"worker-{i}", daemon=True)
                         for i in range(size)]
-        for thread in self.threads:
+        for thread in [self.starter_thread, *self.threads]:
             thread.start()
 
     async def run(self, header: dict, body: bytes) -> list[dict]:
@@ -161,8 +207,7 @@ class WorkerPool:
                 result: list[dict] | Exception = replies
             except (TimeoutError, _Died) as e:
                 reason = "extract_timeout" if isinstance(e, TimeoutError) else "extract_crashed"
-                log.warning(reason, url=header.get("url"),
-                            pid=worker.process.pid if worker else None)
+                log.warning(reason, url=header.get("url"), pid=worker.pid if worker else None)
                 if worker is not None:
                     worker.stop(kill=True)
                 worker = None
@@ -175,20 +220,38 @@ class WorkerPool:
             worker.stop()
 
     def _lost(self, worker: Worker) -> None:
-        log.warning("extract_worker_died", pid=worker.process.pid,
-                    returncode=worker.process.returncode)
+        log.warning("extract_worker_died", pid=worker.pid)
         with self.lock:
             self.replaced += 1
         worker.stop()
 
     def _start(self) -> Worker | None:
-        try:
-            worker = Worker(self.task, self.setup)
-        except _Died:  # tried again with the next job
+        reply: queue.SimpleQueue = queue.SimpleQueue()
+        self.forks.put(reply)
+        if (worker := reply.get()) is None:  # tried again with the next job
             log.warning("extract_worker_failed_to_start", task=self.task)
             return None
-        log.info("extract_worker_started", pid=worker.process.pid)
+        log.info("extract_worker_started", pid=worker.pid)
         return worker
+
+    def _keep_starter(self) -> None:
+        """Start the starter (again, if it died), fork the workers asked for, and stop it
+        once the pool is closed."""
+        starter = None
+        while (reply := self.forks.get()) is not None:
+            worker = None
+            try:
+                if starter is not None and not starter.alive:
+                    log.warning("extract_starter_died", pid=starter.process.pid)
+                    starter.stop()
+                    starter = None
+                starter = starter or Starter(self.task, self.setup)
+                worker = starter.fork()
+            except _Died:
+                pass
+            reply.put(worker)
+        if starter is not None:
+            starter.stop()
 
     def close(self) -> None:
         """Let the jobs queued so far finish, then end every worker."""
@@ -196,6 +259,8 @@ class WorkerPool:
             self.jobs.put(None)
         for thread in self.threads:
             thread.join()
+        self.forks.put(None)
+        self.starter_thread.join()
 
 
 class ThreadPool:
@@ -243,14 +308,48 @@ def _die_with_parent(parent: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """The worker: setup, "ready", then jobs until the parent closes the pipe."""
+    """The starter: setup, "ready", then a worker forked for each socket it is handed,
+    until the parent closes the pipe."""
     task, fd, parent = argv
     _die_with_parent(int(parent))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     conn = Connection(int(fd))
     handle = importlib.import_module(task).start(json.loads(conn.recv_bytes()))
+    gc.freeze()  # no collection writes to what is loaded: its pages stay shared
     conn.send_bytes(b"")
+    starter = os.getpid()
+    while True:
+        try:
+            theirs = recv_handle(conn)
+        except EOFError:
+            break
+        _reap(block=False)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                conn.close()
+                _die_with_parent(starter)
+                serve(Connection(theirs), handle)
+            finally:
+                os._exit(0)
+        os.close(theirs)
+        conn.send_bytes(json.dumps({"pid": pid}).encode())
+    _reap(block=True)  # the workers end as their pipes close
+
+
+def _reap(block: bool) -> None:
+    """Wait for the workers that ended (all of them, with `block`): not left as zombies,
+    and their CPU time is counted in the starter's children's, as a subprocess's would."""
+    try:
+        while os.waitpid(-1, 0 if block else os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:  # none left
+        pass
+
+
+def serve(conn: Connection, handle) -> None:
+    """A worker: jobs until the parent closes the pipe."""
     while True:
         try:
             header = json.loads(conn.recv_bytes())

@@ -1,7 +1,8 @@
 """The extraction workers' pool (crawler/workers.py) on its own: replies in order, a job past
 its time limit or a worker killed mid-job fails that job only and the worker is replaced, a
-worker killed between jobs is replaced unnoticed, and no worker outlives its pool or the
-process that made it, however that process ends.
+worker killed between jobs is replaced unnoticed (and so is the starter the workers are
+forked from), and no worker outlives its pool or the process that made it, however that
+process ends.
 
 The workers run this module's `start` as their task (tests/ is put on their PYTHONPATH)."""
 
@@ -53,9 +54,15 @@ def run(pool: WorkerPool, **header) -> list[dict]:
     return asyncio.run(one())
 
 
+def is_worker(process: psutil.Process) -> bool:
+    """A worker, not the starter it was forked from (whose command line it has)."""
+    parent = process.parent()
+    return all("-m crawler.workers" in " ".join(p.cmdline()) for p in (process, parent) if p) \
+        and parent is not None
+
+
 def worker_pids() -> list[int]:
-    return [p.pid for p in psutil.Process().children(recursive=True)
-            if "crawler.workers" in " ".join(p.cmdline())]
+    return [p.pid for p in psutil.Process().children(recursive=True) if is_worker(p)]
 
 
 def test_replies_come_in_order_and_a_raising_job_is_an_error_reply(pool):
@@ -126,7 +133,8 @@ def test_workers_die_with_the_process_that_started_them():
         while (line := owner.stdout.readline()) != "ready\n":  # structlog's lines before
             assert line, "the owner ended early"
         children = owner.children(recursive=True)
-        assert len([c for c in children if "crawler.workers" in " ".join(c.cmdline())]) == 2
+        assert len([c for c in children if is_worker(c)]) == 2  # and their starter
+        assert len([c for c in children if "crawler.workers" in " ".join(c.cmdline())]) == 3
         # Plain subprocesses: no multiprocessing resource tracker to outlive anyone.
         assert not [c for c in children if "resource_tracker" in " ".join(c.cmdline())]
     finally:
@@ -134,3 +142,15 @@ def test_workers_die_with_the_process_that_started_them():
         owner.wait()
     gone, alive = psutil.wait_procs(children, timeout=30)
     assert alive == []
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_starter_is_replaced_and_so_are_its_workers(pool):
+    before = run(pool, do="echo")[0]["pid"]
+    starter = psutil.Process(before).parent()
+    starter.kill()
+    psutil.wait_procs([starter], timeout=30)
+    time.sleep(0.5)  # the worker dies with its starter
+    after = run(pool, do="echo")
+    assert after[1] == {"echo": "body"} and after[0]["pid"] != before
+    assert psutil.Process(after[0]["pid"]).parent().pid != starter.pid

@@ -9,7 +9,7 @@ import pytest
 
 from core.errors import UserError
 from core.net import free_port
-from crawler.fleet import Fleet, connect, status
+from crawler.fleet import FULL, Fleet, connect, status
 from pipeline.services import Redis
 
 
@@ -68,7 +68,7 @@ def test_a_site_gets_one_slot_of_n_at_a_time_and_a_delay_between_requests(fleet)
     time.sleep(0.21)
     assert a.slot("site", 0.2, 2, "t2", 10) == 0
     time.sleep(0.21)
-    assert a.slot("site", 0.2, 2, "t3", 10) > 0  # both slots taken
+    assert a.slot("site", 0.2, 2, "t3", 10) == FULL  # both slots taken
     a.free_slot("site", "t1")
     assert a.slot("site", 0.2, 2, "t3", 10) == 0
     assert a.slot("other", 0.2, 2, "t4", 10) == 0  # per site

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from itertools import chain, islice
 
 import trafilatura
+from lxml.html import HtmlElement
 from pypdf import PdfReader
 from trafilatura.utils import load_html
 
@@ -156,8 +157,18 @@ def cap_attributes(html: str) -> str:
     return "".join(parts) + html[done:] if parts else html
 
 
+def parse_html(html: str) -> HtmlElement | None:
+    """The page's tree as trafilatura reads it (None: not HTML at all), its tags capped at
+    MAX_ATTRIBUTES. The crawl's workers take the page's links from this same tree."""
+    return load_html(cap_attributes(html))
+
+
 def extract_html(html: str, url: str) -> Extracted | None:
-    tree = load_html(cap_attributes(html))
+    return extract_tree(parse_html(html), url)
+
+
+def extract_tree(tree: HtmlElement | None, url: str) -> Extracted | None:
+    """The document in a tree of `parse_html` (which trafilatura changes: read it first)."""
     if tree is None:
         return None
     title = tree.findtext(".//title") or ""

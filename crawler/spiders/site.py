@@ -33,8 +33,7 @@ from core.config import load
 from core.warc import Fetched
 from crawler.config import CrawlConfig, CrawlerConfig, crawl_config, new_crawl_id, scrapy_settings
 from crawler.guard import Skipped
-from crawler.items import Page, request_done
-from crawler.parsing import HTML_TYPES
+from crawler.items import HTML_TYPES, Page, request_done
 from crawler.pipelines import revalidated
 from crawler.state import UrlLog, UrlRecord
 from crawler.urls import Bounds, UrlPolicy, canonical_url, domain_of
