@@ -33,6 +33,8 @@ from machine import append_to_results, code_version, machine
 from scaling import DATA, cllm
 from train_throughput import CONFIGS, TorchRun, tokens_per_second
 
+from engine.launcher import usable_cores
+
 # baby's 65 characters are below what a byte-level BPE can have: both sides train 258 tokens
 CONFIGS = CONFIGS | {"baby": (dataclasses.replace(CONFIGS["baby"][0], vocab_size=258),
                               CONFIGS["baby"][1])}
@@ -74,7 +76,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--append", action="store_true", help="add the report to RESULTS.md")
     args = parser.parse_args()
-    cores = len(os.sched_getaffinity(0))
+    cores = usable_cores()
     # what the default chose against what it did not: one worker with every core's threads
     setups = {"default": ([], cores), "threads": (["--workers", 1, "--threads", cores], cores),
               "one core": (["--workers", 1, "--threads", 1], 1)}

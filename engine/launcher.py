@@ -138,8 +138,9 @@ def _forward(stream, sink, noise: list) -> None:
 
 
 # What starting the ranks of a job costs (mpiexec, each rank's imports, its compiled kernels
-# from numba's cache), and the single-core speed a job's length is estimated at: measured on a
-# 2-core Xeon (benchmarks/RESULTS.md, "Training by default"), both on the safe side
+# from numba's cache: 3.5 s measured on a loaded 2-core AMD EPYC), and the single-core speed
+# a job's length is estimated at (61-77 GFLOP/s measured there, benchmarks/RESULTS.md,
+# "Training by default"): both on the safe side
 STARTUP_SECONDS = 5.0
 CORE_FLOPS = 50e9
 # below this much work a worker's step, its fixed costs (a few hundred kernel calls, the

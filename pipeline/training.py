@@ -45,11 +45,12 @@ def train(config: Config, registry: Registry, plan: Plan) -> Path:
         source, lineage = (parent if plan.kind.continues_parent else "scratch"), parent
     else:
         source, lineage = "scratch", None
-    cfg = _train_config(config, plan, lineage, resuming=source == "resume")
-    begins_at = read_training_state(out if source == "resume" else lineage)["step"] \
-        if source == "resume" or plan.kind.continues_parent else 0
-    shape = read_model_config(lineage) if plan.kind.continues_parent else config.model
-    cfg = resolve_workers(shape, cfg, cfg.steps - begins_at)
+    state = read_training_state(lineage) if lineage else None
+    cfg = _train_config(config, plan, state, resuming=source == "resume")
+    # a resumed run or an update goes on from the lineage's step, in its shape
+    goes_on = source == "resume" or plan.kind.continues_parent
+    shape = read_model_config(lineage) if goes_on else config.model
+    cfg = resolve_workers(shape, cfg, cfg.steps - (state["step"] if goes_on else 0))
     tokenizer = None
     if source == "scratch":  # a retrain keeps champion's tokenizer
         tokenizer = Tokenizer.load(lineage / "tokenizer.json") if lineage else \
@@ -71,15 +72,15 @@ def _train_tokenizer(config: Config, plan: Plan) -> Tokenizer:
     return Tokenizer.train(documents, config.train.vocab_size)
 
 
-def _train_config(config: Config, plan: Plan, lineage: Path | None,
+def _train_config(config: Config, plan: Plan, state: dict | None,
                   resuming: bool) -> TrainConfig:
     """A model from scratch trains as `[train]` says; a retrain too, but in champion's windows
     and held-out split, so that their losses compare. An update keeps the lineage's settings
     and takes its step count and re-warmed learning rates from `[continual]`. A resumed run
-    asks for what it asked when it began (its checkpoint's settings)."""
-    if lineage is None:
+    asks for what it asked when it began (its checkpoint's settings). `state`: the
+    lineage's training state (None: no lineage)."""
+    if state is None:
         return config.train
-    state = read_training_state(lineage)
     saved = TrainConfig(**state["train_config"])
     # how this machine runs the training, not what the lineage learns
     local = {name: getattr(config.train, name) for name in
