@@ -43,6 +43,7 @@ class GenerateRequest(BaseModel):
     top_k: int | None = Field(None, ge=1, le=1_000_000)
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    ignore_eos: bool = False  # vLLM's name: go on past the end of a text, to max_tokens
 
     @field_validator("model")
     @classmethod
@@ -54,7 +55,8 @@ class GenerateRequest(BaseModel):
 
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(max_tokens=self.max_tokens, temperature=self.temperature,
-                              top_k=self.top_k, top_p=self.top_p, seed=self.seed)
+                              top_k=self.top_k, top_p=self.top_p, seed=self.seed,
+                              stop_at_eot=not self.ignore_eos)
 
     def text(self) -> str:
         """What the model continues: the prompt, or the chat as a transcript ending with the

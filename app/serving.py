@@ -61,11 +61,12 @@ class Sampling(BaseModel):
     stream: bool = False
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     stop: str | list[str] | None = None
+    ignore_eos: bool = False  # vLLM's extension: go on past the end of a text, to max_tokens
 
     def sampling(self, default_tokens: int) -> SamplingConfig:
         tokens = self.max_completion_tokens or self.max_tokens or default_tokens
         return SamplingConfig(max_tokens=tokens, temperature=self.temperature, top_p=self.top_p,
-                              seed=self.seed)
+                              seed=self.seed, stop_at_eot=not self.ignore_eos)
 
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])

@@ -334,13 +334,21 @@ def test_http_api_answers_bad_input_with_clear_4xx_and_keeps_serving(world):
 
 
 def test_generation_streams_before_it_ends(world):
-    """The first piece arrives long before the last: tokens go out as they are made."""
+    """The first piece arrives long before the last: tokens go out as they are made. The
+    text goes on past its end (`ignore_eos`), so its length is max_tokens whatever the
+    model's weights."""
     with httpx.Client(base_url=world["ui"].url, timeout=60) as client:
-        times = []
-        request = {"prompt": "The ", "max_tokens": 1000, "temperature": 0, "model": "2"}
+        times, text = [], ""
+        request = {"prompt": "The ", "max_tokens": 1000, "temperature": 0, "model": "1",
+                   "ignore_eos": True}
         with client.stream("POST", "/api/generate", json=request) as response:
-            for _ in response.iter_raw():
+            assert response.status_code == 200
+            for piece in response.iter_text():
                 times.append(time.monotonic())
+                text += piece
+        request["ignore_eos"] = False  # the same text, ended where the model ends it
+        ended = client.post("/api/generate", json=request).text
+    assert text.startswith(ended) and len(text) >= len(ended)
     assert len(times) > 10 and times[-1] - times[0] > 0.05
 
 

@@ -69,6 +69,9 @@ def test_completions_and_chat_whole_and_streamed(server):
     assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text
     assert {c.model for c in chunks} == {"cllm/1"}
     assert chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason
+    full = server.completions.create(model="cllm", prompt="HAMLET:", max_tokens=300,
+                                     temperature=0, extra_body={"ignore_eos": True})
+    assert full.usage.completion_tokens == 300 and full.choices[0].finish_reason == "length"
 
     chat = server.chat.completions.create(
         model="cllm", messages=[{"role": "system", "content": "A play."},
