@@ -4,6 +4,7 @@ progress of trainings, the registry's versions."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import structlog
@@ -20,6 +21,9 @@ from pipeline.registry import Registry
 log = structlog.get_logger()
 MAX_POINTS = 1500  # of a loss curve sent to the page: enough for its width
 MAX_CRAWLS = 100
+# A version named by alias or `latest` is looked up again after this long (as `cllm serve`
+# follows its alias every 2 s): a move made elsewhere (the CLI, a DAG) shows within it.
+RESOLVED_S = 2.0
 
 
 def crawls(home: Path, database_url: str = "", frontier: str = "") -> dict:
@@ -83,6 +87,7 @@ class Pipeline:
         self.home = Home(home)
         self.registry = Registry(self.home, model_name)
         self.lock = threading.Lock()
+        self.resolved: dict = {}  # ref: (when looked up, the version)
 
     def training(self) -> dict | None:
         """The running or most recent training: the newest progress file, in the work folders
@@ -146,17 +151,26 @@ class Pipeline:
     def promote(self, version: str) -> dict:
         with self.lock:
             self.registry.set_champion(version, "promote (web application)")
+            self.resolved.clear()
         return {"champion": version}
 
     def rollback(self) -> dict:
         with self.lock:
             left, parent = self.registry.rollback()
+            self.resolved.clear()
         return {"champion": parent, "left": left.version}
 
     def resolve(self, ref: str):
-        """The registered version a page's choice names (an alias or a number, never a path)."""
+        """The registered version a page's choice names (an alias or a number, never a path).
+        Looked up again once RESOLVED_S have passed (a lookup is two registry queries, more
+        than a generation's first token) or when the page moves champion."""
+        now = time.monotonic()
         with self.lock:
-            return self.registry.resolve(ref)
+            looked_up, version = self.resolved.get(ref, (-RESOLVED_S, None))
+            if now - looked_up >= RESOLVED_S:
+                version = self.registry.resolve(ref)
+                self.resolved[ref] = (now, version)
+            return version
 
     def pull(self, ref: str) -> Path:
         with self.lock:

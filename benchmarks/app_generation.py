@@ -67,7 +67,8 @@ def in_process(model, request: dict) -> dict:
     from engine.generate import SamplingConfig, generate_text
 
     sampling = SamplingConfig(max_tokens=request["max_tokens"],
-                              temperature=request["temperature"], seed=request["seed"])
+                              temperature=request["temperature"], seed=request["seed"],
+                              stop_at_eot=not request["ignore_eos"])
     started = time.perf_counter()
     return timed(generate_text(model, request["prompt"], sampling), started)
 
@@ -111,7 +112,7 @@ def main() -> int:
                     except httpx.TransportError:
                         time.sleep(0.1)
                 requests = [{"prompt": PROMPT, "max_tokens": args.max_tokens,
-                             "temperature": 0.8, "seed": seed}
+                             "temperature": 0.8, "seed": seed, "ignore_eos": True}
                             for seed in range(args.requests + 1)]
                 over_http(client, requests[0])  # loads the model into the server
                 in_process(model, requests[0])
@@ -143,7 +144,7 @@ def format_report(args, runs: dict, started: datetime, load_before: float,
         f"`{' '.join(['.venv/bin/python', 'benchmarks/app_generation.py', *sys.argv[1:]])}` "
         f"on {machine()}; code {code_version()}. Model of the default shape (4 layers, 4 heads, "
         f"width 256, context 128, vocabulary 4096) trained {args.steps} steps on the demo site; "
-        f"prompt {PROMPT!r}, at most {args.max_tokens} new tokens, temperature 0.8, "
+        f"prompt {PROMPT!r}, {args.max_tokens} new tokens (`ignore_eos`), temperature 0.8, "
         f"{args.requests} requests each way, alternating, one at a time, medians. Load "
         f"average {load_before:.2f} before, {load_after:.2f} after.",
         "",
@@ -159,6 +160,9 @@ def format_report(args, runs: dict, started: datetime, load_before: float,
             f"{median(r['tokens'] / r['total'] for r in rs):,.0f} | "
             f"{median((r['tokens'] - 1) / max(r['total'] - r['ttft'], 1e-9) for r in rs):,.0f} | "
             f"{median(r['tokens'] for r in rs):.0f} |")
+    rate = {name: median(r["tokens"] / r["total"] for r in rs) for name, rs in runs.items()}
+    lines += ["", f"Whole requests through the API: {rate['http'] / rate['in-process']:.2f}x "
+              "of in-process."]
     return "\n".join(lines + [""])
 
 

@@ -26,8 +26,8 @@ from core.errors import UserError
 # Every table a cllm.toml may hold, whichever package reads it (engine: model, train; crawler:
 # crawl; pipeline: continual; app: ui, serve); any other is a typo.
 SECTIONS = ("model", "train", "crawl", "continual", "ui", "serve")
-# CLLM_* variables that are not settings
-NOT_SETTINGS = {"CLLM_CONFIG", "CLLM_ARRAY_MODULE"}
+# CLLM_* variables that are not settings (read where they act, like MLflow's own variables)
+NOT_SETTINGS = {"CLLM_CONFIG", "CLLM_ARRAY_MODULE", "CLLM_REGISTRY_ATTEMPTS"}
 
 T = typing.TypeVar("T")
 

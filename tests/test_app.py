@@ -349,7 +349,7 @@ def test_generation_streams_before_it_ends(world):
         request["ignore_eos"] = False  # the same text, ended where the model ends it
         ended = client.post("/api/generate", json=request).text
     assert text.startswith(ended) and len(text) >= len(ended)
-    assert len(times) > 10 and times[-1] - times[0] > 0.05
+    assert len(times) > 3 and times[-1] - times[0] > 0.05
 
 
 def test_token_rule(world):
