@@ -31,8 +31,9 @@ TRAIN = ["train", "--data", TEXT / "shakespeare" / "hamlet.txt", "--steps", str(
 
 def campaign(home: Path, args, env: dict, span, seed: int):
     """Start `cllm ARGS` (`args()`: what to run now) and SIGKILL it at a random moment within
-    `span()` seconds (what this run still has to do), KILLS times; yields the number of runs
-    killed so far after each."""
+    the first 80% of `span()` seconds (what this run still has to do), KILLS times; yields
+    the number of runs killed so far after each. (A run is often quicker than the straight
+    one, the first of its test: a window up to the whole estimate let most runs end first.)"""
     rng = random.Random(seed)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")}
     full_env |= env | {"CLLM_HOME": str(home)}
@@ -40,7 +41,7 @@ def campaign(home: Path, args, env: dict, span, seed: int):
     for _ in range(KILLS):
         proc = subprocess.Popen([str(CLLM), *map(str, args())], env=full_env, cwd=home,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, span()))
+        time.sleep(rng.uniform(0.3, max(0.4, 0.8 * span())))
         if proc.poll() is None:
             proc.kill()
             killed += 1
@@ -72,14 +73,12 @@ def test_a_training_killed_20_times_ends_with_the_parameters_of_one_never_killed
     model = home / "killed"
 
     def remaining() -> float:
-        """Up to well before this run would end (its start-up and the steps it has left):
-        so that every run is killed, a late one in its training, none after its end. (A run
-        is often quicker than the straight one, the first of the test: a window up to its
-        whole estimate let most runs end first.)"""
+        """Up to a little before this run would end (its start-up and the steps it has left):
+        so that every run is killed, a late one in its training, none after its end."""
         resumed = is_checkpoint(model)
         done = json.loads((model / "training_state.json").read_text())["step"] if resumed else 0
         ends = start_ups[resumed] + (span - start_ups[0]) * (1 - done / STEPS)
-        return max(0.4, 0.8 * ends - 0.3)
+        return max(0.4, ends - 0.3)
 
     def args():  # as a person would: --resume once there is a checkpoint to resume
         return ["--config", config, *TRAIN, "--out", model,
@@ -112,10 +111,9 @@ def test_an_update_killed_20_times_registers_one_version_as_one_never_killed(
 
     home = homes["killed"]
     killed = 0
-    # within the first 80% of the straight update's time: a run that ends before its kill
-    # has registered the version, and every run after it finds nothing to do (few of those
-    # can be killed)
-    for killed in campaign(home, lambda: ["update"], TINY, lambda: 0.8 * span, seed=12):
+    # a run that ends before its kill has registered the version, and every run after it
+    # finds nothing to do (few of those can be killed)
+    for killed in campaign(home, lambda: ["update"], TINY, lambda: span, seed=12):
         for work in home.glob("work/*/model"):
             assert_whole_or_absent(work)
     assert killed >= KILLS // 2, "too few kills landed inside an update"
