@@ -9,6 +9,7 @@ size limit, or the writer is closed, it is closed, synced and renamed into place
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.files import atomic_path, file_sha256, publish
+from core.files import atomic_path, file_sha256, publish, sync_file
 
 if TYPE_CHECKING:  # warcio (and fsspec under it) only where a crawl archives
     from core.warc import Fetched, WarcFile
@@ -93,6 +94,28 @@ def remove_temp_files(crawl_dir: Path, process: str = "") -> None:
         tmp.unlink()
 
 
+def settle_temp_files(crawl_dir: Path, warc_dir: Path | None,
+                      committed: Callable[[Path], bool], process: str = "") -> list[Path]:
+    """What a killed writer (or one process of a fleet) left under temp names: a shard whose
+    commit went through (`committed(final path)`, see `ShardWriter`) is complete, so it is
+    renamed into place, its archive first; every other temp file is removed. Returns the
+    shards put in place."""
+    placed = []
+    for tmp in sorted(crawl_dir.glob(f".part-{process + '-' if process else ''}*.parquet.tmp")):
+        final = crawl_dir / tmp.name[1:-len(".tmp")]
+        if not committed(final):
+            continue
+        warc = warc_dir / f".{final.stem}{WARC_SUFFIX}.tmp" if warc_dir is not None else None
+        if warc is not None and warc.exists():
+            publish(warc, warc.with_name(warc.name[1:-len(".tmp")]))
+        publish(tmp, final)
+        placed.append(final)
+    remove_temp_files(crawl_dir, process)
+    if warc_dir is not None:
+        remove_temp_files(warc_dir, process)
+    return placed
+
+
 def is_parquet(path: Path) -> bool:
     with open(path, "rb") as f:
         return f.read(4) == PARQUET_MAGIC
@@ -154,8 +177,13 @@ def shard_problem(path: Path, sha256: str) -> str | None:
 
 
 class ShardWriter:
-    """Buffers rows, writes row groups of `row_group_rows`, rotates at `max_bytes`;
-    `on_commit(ShardInfo)` runs after each shard is renamed into place. A caller with a
+    """Buffers rows, writes row groups of `row_group_rows`, rotates at `max_bytes`.
+    A complete shard is synced under its temp name, then `on_ready(ShardInfo)` (its final
+    path) makes it count, then it is renamed into place and `on_commit(ShardInfo)` runs.
+    `on_ready` is where the caller commits what the shard's documents settle (a crawl's
+    state): a kill after that commit leaves a shard `settle_temp_files` renames, a kill
+    before it one it removes. `on_ready` returns False when its commit failed: the temp file
+    is left for `settle_temp_files` to judge, and nothing more is written. A caller with a
     time limit as well calls `close()` when it is up: the next row starts a new shard. With
     `process`, its shards are `part-<process>-NNNNN.parquet`. With `warc_dir`, `archive`
     writes responses into the shard's WARC file there (core/warc.py), renamed into place
@@ -163,10 +191,12 @@ class ShardWriter:
 
     def __init__(self, crawl_dir: Path, max_bytes: int, row_group_rows: int,
                  on_commit: Callable[[ShardInfo], None], process: str = "",
-                 warc_dir: Path | None = None):
+                 warc_dir: Path | None = None,
+                 on_ready: Callable[[ShardInfo], bool] = lambda shard: True):
         self.dir, self.warc_dir = crawl_dir, warc_dir
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.max_bytes, self.row_group_rows, self.on_commit = max_bytes, row_group_rows, on_commit
+        self.max_bytes, self.row_group_rows = max_bytes, row_group_rows
+        self.on_ready, self.on_commit = on_ready, on_commit
         self.name = f"part-{process}-" if process else "part-"
         # an archive of drops only (the end of a crawl) takes a number without a shard
         self.next_number = max(last_part(self.dir, self.name),
@@ -237,10 +267,19 @@ class ShardWriter:
 
     def _commit(self) -> None:
         self.writer.close()
+        sync_file(self.tmp)
+        if self.warc is not None:
+            self.warc.close()
+            sync_file(self.warc.path)
+        final = self.dir / f"{self.stem}.parquet"
+        shard = dataclasses.replace(describe(self.tmp), path=final)
+        tmp, self.writer, self.tmp = self.tmp, None, None
+        if not self.on_ready(shard):
+            self.warc = None
+            self.next_number += 1
+            return
         if self.warc is not None:  # first: a shard in place always has its archive
             self._publish_warc()
-        final = self.dir / f"{self.stem}.parquet"
-        publish(self.tmp, final)
-        self.writer, self.tmp = None, None
+        publish(tmp, final)
         self.next_number += 1
-        self.on_commit(describe(final))
+        self.on_commit(shard)

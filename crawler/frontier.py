@@ -5,11 +5,12 @@ queue and dupefilter over the crawl's keys in Redis (crawler/fleet.py), so any n
 scrapy-redis pops a request destructively, so a process killed with requests in hand would
 lose them. Here a pop moves the request into the process's in-flight hash in the same Redis
 script, and it leaves that hash only when its page is for good: in a shard that was
-committed, or handled without a document (dropped, an error, a sitemap), at the next
-checkpoint of the shard writer. A redirect or a retry replaces it by the new request in
+committed, or handled without a document (dropped, an error, a sitemap), once the crawl
+state commits at the next checkpoint of the shard writer. A redirect or a retry replaces it by the new request in
 the same script that queues that one. Each process renews a lease (a heartbeat); a process
 whose lease ran out is given up by the first survivor that notices: its in-flight requests
-go back to the queue, its half-written shard is removed.
+go back to the queue, its temp shards settle (crawler/pipelines.py: into place if its crawl
+state committed them, else removed).
 
 The fleet ends by itself: when the queue is empty, no live process has a request in hand
 and nothing was popped or queued for `[crawl] idle_timeout` seconds, every process closes
@@ -30,14 +31,12 @@ from scrapy_redis.queue import PriorityQueue
 from scrapy_redis.scheduler import Scheduler as RedisScheduler
 from twisted.internet import task
 
-from core.home import Home
-from core.shards import remove_temp_files
 from crawler import fleet as codec
 from crawler.config import crawl_config
 from crawler.dupefilter import count_loop
 from crawler.fleet import Fleet, connect
 from crawler.items import request_done
-from crawler.pipelines import abandon, checkpoint, lose, shard_failed
+from crawler.pipelines import abandon, committed, given_up, lose, shard_failed
 
 log = structlog.get_logger()
 KEY = "cllm_frontier"  # request.meta: the in-flight key of a popped request
@@ -68,9 +67,6 @@ class Scheduler(RedisScheduler):
         self.fleet, self.crawler, self.stats = fleet, crawler, crawler.stats
         config = crawl_config(crawler.settings)
         self.lease, self.idle_timeout = config.frontier_lease, config.idle_timeout
-        home = Home(crawler.settings["CLLM_HOME"])
-        # where a process given up leaves the temp files of its shard and its archive
-        self.temp_dirs = [home.crawl_shards(fleet.crawl_id), home.crawl_warc(fleet.crawl_id)]
         self.popped = 0
         # In hand: popped, not handled. Handled: waiting for the next checkpoint.
         self.active: set[str] = set()
@@ -84,7 +80,7 @@ class Scheduler(RedisScheduler):
                        (self.settle_item, signals.item_dropped),
                        (self.settle_item, signals.item_error),
                        (self.spider_error, signals.spider_error),
-                       (self.request_done, request_done), (self.checkpoint, checkpoint),
+                       (self.request_done, request_done), (self.committed, committed),
                        (self.shard_failed, shard_failed), (self.spider_idle, signals.spider_idle)]
         for receiver, signal in connect_all:
             crawler.signals.connect(receiver, signal=signal)
@@ -176,7 +172,7 @@ class Scheduler(RedisScheduler):
     def spider_error(self, failure, response, spider) -> None:
         self.settle(response.request, 0, ended=True)
 
-    def checkpoint(self, shard) -> None:
+    def committed(self) -> None:
         if not self.failed:
             handled, self.handled = self.handled, []
             self.guarded(self.fleet.commit, handled)
@@ -198,8 +194,7 @@ class Scheduler(RedisScheduler):
             return
         for gone in self.guarded(self.fleet.requeue) or []:
             log.warning("fleet_process_given_up", process=gone)
-            for folder in self.temp_dirs:
-                remove_temp_files(folder, gone)
+            self.crawler.signals.send_catch_log(signal=given_up, process=gone)
         engine = self.crawler.engine
         if engine is not None and getattr(engine, "_slot", None) and self.guarded(len, self.queue):
             # Requests queued by others: Scrapy would look again only on its own 5 s beat.

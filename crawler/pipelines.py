@@ -12,11 +12,16 @@ detail and, for a sample, its text. A written document counts its language
 With `keep_warc`, every page's response, kept or dropped, goes into the raw archive of the
 shard being written (core/warc.py), and a written document points to its record.
 
-When the writer has renamed a shard into place and catalogued it, or when `shard_max_minutes`
-have passed, it sends `checkpoint`, on which the crawl state (crawler/state.py) makes what
-the crawl learned permanent. A shard that cannot be written (a full disk) stops the crawl:
-its pages' state is dropped, not committed, so the next run fetches them again, and the
-report says what was lost (`cllm/lost`).
+When the writer has a shard complete under its temp name (core/shards.py `ShardWriter`),
+or when `shard_max_minutes` have passed, it sends `checkpoint`, on which the crawl state
+(crawler/state.py) makes what the crawl learned permanent, the shard's path with it; then
+`committed` (a fleet's frontier forgets the requests done), and only then is the shard
+renamed into place and catalogued. So the crawl state decides: a process killed after its
+commit leaves a temp shard the next start (or, in a fleet, the survivor that gives the
+process up) renames into place; killed before, it leaves one that is removed, its pages
+fetched again. A shard that cannot be written (a full disk) stops the crawl: its pages'
+state is dropped, not committed, so the next run fetches them again, and the report says
+what was lost (`cllm/lost`).
 """
 
 from __future__ import annotations
@@ -41,18 +46,20 @@ from core.shards import (
     ShardInfo,
     ShardWriter,
     describe,
-    remove_temp_files,
+    settle_temp_files,
     shard_files,
 )
 from crawler.config import CrawlConfig, crawl_config
 from crawler.drops import DropLog
 from crawler.items import Page
-from crawler.state import LEASE, CrawlState, UrlRecord
+from crawler.state import LEASE, CrawlState, UrlRecord, committed_shards, open_state
 from text.dedup import Dedup
 from text.document import Drop, Steps
 
 log = structlog.get_logger()
-checkpoint = object()  # signal: a shard (or None: only time) is in place (args: shard)
+checkpoint = object()  # signal: a shard (or None: only time) is complete (args: shard)
+committed = object()  # signal: the crawl state committed at a checkpoint
+given_up = object()  # signal: a fleet's process is gone; its temp shards settle (args: process)
 shard_failed = object()  # signal: a shard could not be written; what was pending is lost
 revalidated = object()  # signal: a page unchanged since last time, with new validators or
 # links to remember (args: url, record)
@@ -154,20 +161,25 @@ class TextPipeline:
         self.stats.inc_value("cllm/item_errors")
         self.stats.set_value("cllm/item_error", f"{failure.type.__name__}: {failure.value}")
 
-    def checkpoint(self, shard: ShardInfo | None) -> None:
+    def checkpoint(self, shard: ShardInfo | None) -> bool:
+        """Whether the crawl state committed (the shard, if any, may go into place)."""
         if self.failed:
-            return
+            return False
         try:
             self.drops.flush()  # first: a crash between records a drop twice, not never
             self.state.commit(self.home.relative(shard.path) if shard else None)
         except (OSError, sa.exc.OperationalError) as e:
             if (problem := storage_line(e)) is None:
                 raise
-            self.failed = True  # the shard is in place: the next crawl absorbs it
+            self.failed = True  # the shard stays a temp file: the next crawl settles it
             lose(self.crawler, problem)
+            return False
         except Unavailable as e:  # the fleet's database, down for longer than the retries
             self.failed = True
             lose(self.crawler, f"the crawl state was not committed: {e}")
+            return False
+        self.crawler.signals.send_catch_log(signal=committed)
+        return True
 
     def shard_failed(self) -> None:
         self.failed = True
@@ -211,37 +223,56 @@ class ShardWriterPipeline:
         pipeline = cls(crawler, Home(settings["CLLM_HOME"]), settings["CLLM_CRAWL_ID"],
                        crawl_config(settings))
         crawler.signals.connect(pipeline.abandon, signal=abandon)
+        crawler.signals.connect(pipeline.given_up, signal=given_up)
         crawler.signals.connect(pipeline.item_dropped, signal=signals.item_dropped)
         return pipeline
 
     def open_spider(self) -> None:
-        self.catalog = Catalog(self.home, self.crawler.settings.get("CLLM_DATABASE_URL", ""))
-        crawl_dir = self.home.crawl_shards(self.crawl_id)
-        crawl_dir.mkdir(parents=True, exist_ok=True)
-        warc_dir = self.home.crawl_warc(self.crawl_id) if self.config.keep_warc else None
+        database_url = self.crawler.settings.get("CLLM_DATABASE_URL", "")
+        self.catalog = Catalog(self.home, database_url)
+        self.state_db = open_state(self.home.root, database_url)
+        self.crawl_dir = self.home.crawl_shards(self.crawl_id)
+        self.crawl_dir.mkdir(parents=True, exist_ok=True)
+        self.warc_dir = self.home.crawl_warc(self.crawl_id) if self.config.keep_warc else None
         if not self.process:  # a fleet's other processes are writing theirs
-            remove_temp_files(crawl_dir)
-            if warc_dir is not None:
-                remove_temp_files(warc_dir)
+            self.settle()
         for path in shard_files(self.home):  # renamed just before a crash, never catalogued
             # (a reprocessing catalogues its shards all at once, or removes them)
             if not path.parent.name.startswith(REPROCESSED) and not self.catalog.has_shard(path):
                 self._catalogue(path)
-        self.writer = ShardWriter(crawl_dir, int(self.config.shard_max_mb * 2**20),
+        self.writer = ShardWriter(self.crawl_dir, int(self.config.shard_max_mb * 2**20),
                                   self.config.row_group_rows, self._committed, self.process,
-                                  warc_dir)
+                                  self.warc_dir, self._ready)
         self.timer.start(self.config.shard_max_minutes * 60, now=False)
+
+    def settle(self, process: str = "") -> None:
+        """The temp shards a killed process (`process` of a fleet, or this crawl's last run)
+        left: those its crawl state committed go into place, the rest are removed."""
+        known = committed_shards(self.state_db)
+        for path in settle_temp_files(self.crawl_dir, self.warc_dir,
+                                      lambda final: self.home.relative(final) in known, process):
+            log.warning("crawl_shard_settled", shard=str(path), process=process or None)
+            self._catalogue(path)
+
+    def given_up(self, process: str) -> None:
+        self.settle(process)
 
     def _catalogue(self, path: Path) -> None:
         info = describe(path)
         self.catalog.add_shard(path, path.parent.name, info.rows, info.bytes, info.sha256)
+
+    def _ready(self, shard: ShardInfo) -> bool:
+        results = self.crawler.signals.send_catch_log(signal=checkpoint, shard=shard)
+        if all(result is True for receiver, result in results):
+            return True
+        self.failed = True  # the state may have committed or not: the next start settles it
+        return False
 
     def _committed(self, shard: ShardInfo) -> None:
         self.catalog.add_shard(shard.path, self.crawl_id, shard.rows, shard.bytes, shard.sha256)
         stats = self.crawler.stats
         stats.inc_value("cllm/shards")
         stats.inc_value("cllm/shard_bytes", shard.bytes)
-        self.crawler.signals.send_catch_log(signal=checkpoint, shard=shard)
 
     def rotate(self) -> None:
         """The time limit: the shard so far is closed (or, with none, the crawl state of
@@ -325,3 +356,4 @@ class ShardWriterPipeline:
         if self.writer is not None:  # None: the crawl could not even open (a full disk)
             self.writing(self.writer.close)
             self.catalog.close()
+            self.state_db.close()

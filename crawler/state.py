@@ -18,7 +18,10 @@ before that commits nothing, so its pages are processed again on the next run in
 being lost; nor does a crawl whose shard could not be written (`discard`). Its claims are
 released by the next crawler that looks (`release_dead`: at start and with each heartbeat)
 once their owner is gone: its pid is not running on this host, or its heartbeat is older than
-the lease. `absorb` brings the state up to date with a shard written just before a kill.
+the lease. A shard's commit comes before its rename into place (crawler/pipelines.py), so
+`committed_shards` says which temp shards a killed process left complete; `absorb` brings
+the state up to date with shards it never committed (written by an older version, or copied
+into the home).
 """
 
 from __future__ import annotations
@@ -67,6 +70,11 @@ CRAWLERS = sa.Table(
 
 def open_state(home: str | os.PathLike, database_url: str) -> Database:
     return Database(database_url, Home(home).crawl_state, METADATA)
+
+
+def committed_shards(db: Database) -> set[str]:
+    """The shards (paths relative to the home) whose documents the state holds."""
+    return set(db.read(lambda conn: conn.execute(sa.select(SHARDS.c.path)).scalars().all()))
 
 
 @dataclass(frozen=True)
@@ -183,10 +191,9 @@ class CrawlState:
         self.heartbeat()
 
     def absorb(self, shard_files: list[Path]) -> int:
-        """Add the documents of shards the state does not know yet (written just before a
-        crash); returns how many shards were absorbed."""
-        paths = sa.select(SHARDS.c.path)
-        known = set(self.db.read(lambda conn: conn.execute(paths).scalars().all()))
+        """Add the documents of shards the state does not know yet; returns how many
+        shards were absorbed."""
+        known = committed_shards(self.db)
         absorbed = 0
         for path in shard_files:
             rel = self.home.relative(path)

@@ -173,6 +173,68 @@ def test_the_claims_of_a_killed_crawler_are_released(tmp_path, database_url):
     watcher.close()
 
 
+# A crawl's shard writer killed around its commit: the documents are claimed, the shard
+# complete under its temp name, then (argv[3]) the crawl state commits it or not, and the
+# process dies before the rename.
+KILLED_WRITER = """
+import os, sys
+from core.home import Home
+from core.shards import ShardWriter, text_row
+from crawler.state import CrawlState
+home, url, when, texts = Home(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
+state = CrawlState(home.root, 128, 0.8, url, "c1")
+def ready(shard):
+    if when == "after":
+        state.commit(home.relative(shard.path))
+    os._exit(9)
+writer = ShardWriter(home.crawl_shards("c1"), 1 << 20, 100, print, on_ready=ready)
+for i, text in enumerate(texts):
+    row = text_row(text, "c1", f"http://x/{i}")
+    assert state.index.check(row["doc_id"], text) is None
+    state.record_url(row["url"], "sha", row["doc_id"])
+    writer.add(row)
+writer.close()
+"""
+
+
+@pytest.mark.parametrize(("database_url", "when"), [
+    ("sqlite", "after"), ("postgresql", "after"), ("sqlite", "before")], indirect=["database_url"])
+def test_a_crawl_killed_around_its_commit_settles_its_shard_on_the_next_start(
+        tmp_path, database_url, when):
+    """The crawl state's commit decides: committed, the temp shard goes into place (and into
+    the catalog) when the next crawl starts, its documents still kept; not committed, it is
+    removed and its documents' claims released, so they are crawled again."""
+    pairs = texts(3)
+    home = tmp_path / "home"
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(home), database_url, when,
+                             *(text for text, _ in pairs)], env=os.environ | {"PYTHONPATH": str(ROOT)})
+    assert killed.returncode == 9
+    assert [p.name for p in (home / "shards" / "c1").iterdir()] == [".part-00001.parquet.tmp"]
+    page = tmp_path / "site"
+    page.mkdir()
+    (page / "index.html").write_text("<html><body><p>A page.</p></body></html>")
+    server = SiteServer([page])
+    try:
+        crawl(home, "--seeds", server.url, "--crawl-id", "c1",
+              env={"CLLM_DATABASE_URL": database_url})
+    finally:
+        server.close()
+    assert not list(home.glob("shards/c1/.*"))
+    with Catalog(home, database_url) as catalog:
+        catalogued = {s.name: s.rows for s in catalog.list_shards(crawl_id="c1")}
+    state = CrawlState(home, 128, 0.8, database_url)
+    if when == "after":
+        assert catalogued == {"shards/c1/part-00001.parquet": 3}
+        assert {d["text"] for d in shard_rows(home)} == {text for text, _ in pairs}
+        assert [state.index.check(f"twin{i}", twin) for i, (_, twin) in enumerate(pairs)] == \
+            ["duplicate_near"] * 3
+    else:
+        assert catalogued == {} and shard_rows(home) == []
+        assert [state.index.check(f"twin{i}", twin) for i, (_, twin) in enumerate(pairs)] == \
+            [None] * 3
+    state.close()
+
+
 def terminate_backends(postgres, url: str, own: bool = False) -> None:
     name = sa.make_url(url).database
     mine = "" if own else " AND pid <> pg_backend_pid()"
