@@ -83,9 +83,9 @@ class Pipeline:
     """The home and its registry, read for the page (the registry's client is shared by the
     server's threads, so calls take turns)."""
 
-    def __init__(self, home: Path, model_name: str):
+    def __init__(self, home: Path, model_name: str, registry_attempts: int):
         self.home = Home(home)
-        self.registry = Registry(self.home, model_name)
+        self.registry = Registry(self.home, model_name, registry_attempts)
         self.lock = threading.Lock()
         self.resolved: dict = {}  # ref: (when looked up, the version)
 

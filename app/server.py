@@ -48,7 +48,7 @@ def error(status: int, message: str) -> JSONResponse:
 
 def create_app(config: AppConfig, config_file: str | None = None) -> FastAPI:
     home = Path(config.home).resolve()
-    pipeline = Pipeline(home, config.model_name)
+    pipeline = Pipeline(home, config.model_name, config.registry_attempts)
     jobs = Jobs(home, config_file)
     generator = Generator(pipeline, config.ui.max_generations)
     token = config.ui.token

@@ -151,7 +151,7 @@ class Answer:
 
 def create_serving_app(config: AppConfig, registry: Registry | None = None) -> FastAPI:
     settings = config.serve
-    registry = registry or Registry(config.home, config.model_name)
+    registry = registry or Registry(config.home, config.model_name, config.registry_attempts)
     served = Served(registry, settings.model, settings.poll)
     threading.Thread(target=warm_up, daemon=True).start()  # generation's kernels compile
     slots = Slots(settings.max_generations)

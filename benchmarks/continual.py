@@ -51,7 +51,6 @@ from engine.data import TokenCache  # noqa: E402
 from pipeline import continual, gate, plan, publish, training  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from text.document import split_at_blank_lines  # noqa: E402
-from pipeline.registry import Registry  # noqa: E402
 
 # The shapes the benchmark runs: "small" sets its own model and schedules; "mid" is the
 # pipeline's defaults ([model], [train], [continual]), what `cllm train` and `cllm update` give
@@ -127,7 +126,7 @@ def full_loss(model, texts: list[str], seq_len: int, batch: int = 32) -> tuple[f
 def timed_steps(config, planner) -> dict:
     """The flow of `continual.update` / `from_scratch`, one step at a time, each timed."""
     seconds = {}
-    registry = Registry(config.home, config.model_name)
+    registry = continual.registry_of(config)
 
     def timed(name, step, *args):
         began = time.perf_counter()
@@ -164,7 +163,8 @@ def run(args, tmp: Path) -> dict:
               "update_steps": update_steps, "old_steps": args.steps - update_steps,
               "model": settings.model, "train": settings.train, "continual": settings.continual}
 
-    Registry(tmp, "cllm").client.search_experiments()  # the store's schema: in neither cost
+    # the store's schema: in neither cost
+    continual.registry_of(settings).client.search_experiments()
     write_part(tmp, "old", old_docs, 4)
     print(f"(a) from scratch on the old part, {args.steps - update_steps} steps ...",
           file=sys.stderr)
@@ -176,7 +176,7 @@ def run(args, tmp: Path) -> dict:
     result["b_retrain"] = timed_steps(config(args.steps), plan.plan_retrain)
 
     for name, version in (("old", "1"), ("a", "2"), ("b", "3")):
-        model = load_model(Registry(tmp, "cllm").pull(version))
+        model = load_model(continual.registry_of(settings).pull(version))
         for part, texts in (("old", old_docs), ("new", new_docs)):
             kept = held_out(texts, settings.train.val_fraction)
             with threadpool_limits(1):

@@ -59,5 +59,5 @@ def model_path(model: str, config) -> Path:
     from pipeline.registry import Registry, is_registry_ref
 
     if is_registry_ref(model):
-        return Registry(config.home, config.model_name).pull(model)
+        return Registry(config.home, config.model_name, config.registry_attempts).pull(model)
     return Path(model)

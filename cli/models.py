@@ -32,7 +32,7 @@ def add(sub) -> None:
 def run(args, config) -> int:
     from pipeline.registry import Registry
 
-    registry = Registry(config.home, config.model_name)
+    registry = Registry(config.home, config.model_name, config.registry_attempts)
     if args.action == "list":
         versions = registry.versions()
         if not versions:

@@ -27,7 +27,7 @@ from core.errors import UserError
 # crawl; pipeline: continual; app: ui, serve); any other is a typo.
 SECTIONS = ("model", "train", "crawl", "continual", "ui", "serve")
 # CLLM_* variables that are not settings (read where they act, like MLflow's own variables)
-NOT_SETTINGS = {"CLLM_CONFIG", "CLLM_ARRAY_MODULE", "CLLM_REGISTRY_ATTEMPTS"}
+NOT_SETTINGS = {"CLLM_CONFIG", "CLLM_ARRAY_MODULE"}
 
 T = typing.TypeVar("T")
 
@@ -43,6 +43,15 @@ class General:
     # under the home; postgresql://user:password@host:port/database: one database that a
     # fleet of crawlers (and the training) share.
     database_url: str = ""
+    # CLLM_REGISTRY_ATTEMPTS: how many times a registry call is tried while the registry is
+    # down or locked; 5 waits about 15 s in all (pipeline/registry_errors.py)
+    registry_attempts: int = 5
+
+    def validate(self) -> None:
+        if self.registry_attempts < 1:
+            raise UserError(f"setting registry_attempts={self.registry_attempts} must be at least "
+                            "1: set registry_attempts (CLLM_REGISTRY_ATTEMPTS) to how many times "
+                            "a registry call is tried")
 
 
 def sections(config) -> dict[str, object]:
@@ -64,13 +73,13 @@ def config_file(path: str | Path | None, environ: typing.Mapping[str, str]) -> P
 def load(schema: type[T], path: str | Path | None = None,
          environ: typing.Mapping[str, str] | None = None) -> T:
     """A `schema` (General's keys and some sections) from the file (if any) and the
-    environment, every section validated."""
+    environment, its general keys and every section validated."""
     environ = os.environ if environ is None else environ
     config = schema()
     if (file := config_file(path, environ)) is not None:
         _apply_file(config, file)
     _apply_environ(config, environ)
-    for section in sections(config).values():
+    for section in [config, *sections(config).values()]:
         if hasattr(section, "validate"):
             section.validate()
     return config

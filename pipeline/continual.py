@@ -91,7 +91,7 @@ def update_lock(config: Config, wait: bool = True) -> Iterator[None]:
 
 
 def registry_of(config: Config) -> Registry:
-    return Registry(config.home, config.model_name)
+    return Registry(config.home, config.model_name, config.registry_attempts)
 
 
 def make_plan(config: Config, registry: Registry, planner: Planner) -> Plan:

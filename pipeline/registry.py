@@ -95,24 +95,15 @@ def _check_digests(version: Version, folder: Path) -> None:
                             "the artifact store was changed; promote or pull another version")
 
 
-def registry_attempts() -> int:
-    """How many times a call is tried: `CLLM_REGISTRY_ATTEMPTS`, else 5 (about 15 s)."""
-    value = os.environ.get("CLLM_REGISTRY_ATTEMPTS", "5")
-    if not value.isdigit() or int(value) < 1:
-        raise UserError(f"CLLM_REGISTRY_ATTEMPTS={value!r} must be a whole number, 1 or more")
-    return int(value)
-
-
 class Registry:
-    def __init__(self, home: Path | Home, name: str, attempts: int | None = None,
-                 backoff: float = 1.0):
-        """`attempts` (default `registry_attempts()`) tries of a call the registry failed for
+    def __init__(self, home: Path | Home, name: str, attempts: int = 5, backoff: float = 1.0):
+        """`attempts` (the setting `registry_attempts`) tries of a call the registry failed for
         a passing reason (down, restarting, overloaded, locked), waiting `backoff` seconds,
         doubled each time, between them; then `Unavailable`."""
         self.home = Home(home)
         self.name = name
         self.uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.home.mlflow_db}"
-        self.attempts, self.backoff = attempts or registry_attempts(), backoff
+        self.attempts, self.backoff = attempts, backoff
         self._client = None
         self.retrying = False  # inside a call being retried (pipeline/registry_errors.py)
 

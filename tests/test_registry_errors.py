@@ -116,7 +116,8 @@ def test_unreachable_registry_fails_fast(home):
             "CLLM_REGISTRY_ATTEMPTS": str(attempts)})
         assert f"the model registry at http://127.0.0.1:{port} cannot be reached" in line
     assert fails(home, "models", "list", env={"CLLM_REGISTRY_ATTEMPTS": "0"}) == (
-        "cllm models: error: CLLM_REGISTRY_ATTEMPTS='0' must be a whole number, 1 or more")
+        "cllm models: error: setting registry_attempts=0 must be at least 1: set "
+        "registry_attempts (CLLM_REGISTRY_ATTEMPTS) to how many times a registry call is tried")
 
 
 def test_update_or_retrain_without_a_champion_and_from_scratch_without_shards(tmp_path):

@@ -48,12 +48,13 @@ def test_end_of_text_is_one_token_and_streaming_waits_for_whole_characters():
 
 def test_config_file_then_environment(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "cllm.toml").write_text('home = "/srv/cllm"\n[train]\nsteps = 7\nlr = 0.01\n'
-                                        '[model]\nn_layer = 3\n')
+    (tmp_path / "cllm.toml").write_text('home = "/srv/cllm"\nregistry_attempts = 3\n[train]\n'
+                                        'steps = 7\nlr = 0.01\n[model]\nn_layer = 3\n')
     config = load_config(environ={"CLLM_TRAIN_STEPS": "9", "CLLM_MODEL_N_HEAD": "8"})
-    assert config.home == Path("/srv/cllm")
+    assert (config.home, config.registry_attempts) == (Path("/srv/cllm"), 3)
     assert (config.train.steps, config.train.lr) == (9, 0.01)
     assert (config.model.n_layer, config.model.n_head) == (3, 8)
+    assert load_config(environ={"CLLM_REGISTRY_ATTEMPTS": "2"}).registry_attempts == 2
     assert load_config(environ={"CLLM_HOME": "/x"}).home == Path("/x")
 
 
@@ -63,6 +64,8 @@ def test_config_file_then_environment(tmp_path, monkeypatch):
     ("[nope]\nx = 1\n", "unknown setting 'nope'"),
     ("steps = [\n", "not valid TOML"),
     ("[model]\nn_embd = 30\nn_head = 4\n", "not divisible"),
+    ("registry_attempts = 'five'\n", "setting registry_attempts in .* must be int"),
+    ("registry_attempts = 0\n", "registry_attempts=0 must be at least 1"),
 ])
 def test_bad_config_files(tmp_path, text, message):
     path = tmp_path / "bad.toml"
