@@ -22,7 +22,7 @@ from app.llm import GenerateRequest, Generator, in_thread
 from app.security import choose_token, listen, secure
 from core.errors import UserError
 from crawler.urls import check_seed
-from engine import generate
+from engine.generate import warm_up as warm_up_generation
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -57,7 +57,7 @@ def create_app(config: AppConfig, config_file: str | None = None) -> FastAPI:
         # MLflow takes seconds to import and open, generation's kernels to compile: now,
         # not when the Models or the LLM tab first asks
         pipeline.warm_up()
-        generate.warm_up()
+        warm_up_generation()  # (the route below is named generate too)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
