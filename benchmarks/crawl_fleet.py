@@ -1,6 +1,9 @@
 """A fleet crawl's cost: pages/s and CPU seconds per page of `cllm crawl` alone (its queue
 under the home) and of fleets of 1, 2 and 3 processes on one Redis frontier, on the
-python3.11-doc site served on 127.0.0.1. Alternating runs, medians.
+python3.11-doc site served on 127.0.0.1. Alternating runs, medians. Also three crawls alone
+at once (a home each, each the whole site): the same contention for this machine's cores as
+a fleet of 3, without the fleet, so that what the fleet itself costs shows apart from what
+three processes on two cores cost.
 
     .venv/bin/python benchmarks/crawl_fleet.py [--repeats 3]
 
@@ -44,8 +47,9 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run(url: str, processes: int) -> dict:
-    """One crawl of the site: alone (processes 0) or by a fleet of `processes`."""
+def run(url: str, processes: int, fleet: bool) -> dict:
+    """One crawl of the site by a fleet of `processes`, or (not `fleet`) that many crawls
+    alone at once, each of the whole site in a home of its own."""
     from pipeline.services import Redis
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -55,22 +59,23 @@ def run(url: str, processes: int) -> dict:
         command = [str(CLLM), "crawl", "--json", "--seeds", url]
         before = cpu_seconds()
         redis = None
-        if processes:
+        if fleet:
             redis = Redis(Path(tmp) / "redis").start()
             env |= {"CLLM_CRAWL_FRONTIER": redis.url, "CLLM_CRAWL_IDLE_TIMEOUT": str(IDLE),
                     "CLLM_CRAWL_CONCURRENCY_PER_DOMAIN": str(2 * processes)}
             command += ["--crawl-id", "bench"]
         start = time.monotonic()
-        children = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-                    for _ in range(max(processes, 1))]
+        children = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True,
+                                     env=env if fleet else env | {"CLLM_HOME": f"{tmp}/home{i}"})
+                    for i in range(processes)]
         reports = []
         for child in children:
             out, err = child.communicate()
             if child.returncode:
                 raise SystemExit(f"{' '.join(command)} failed:\n{err[-3000:]}")
             reports.append(json.loads(out))
-        wall = time.monotonic() - start - (IDLE if processes else 0)
+        wall = time.monotonic() - start - (IDLE if fleet else 0)
         redis_cpu = 0.0
         if redis is not None:
             times = psutil.Process(redis.process.pid).cpu_times()
@@ -94,16 +99,19 @@ def main() -> None:
     from crawler.site import SiteServer
 
     server = SiteServer([PYDOC])
-    configs = {"alone (no frontier)": 0, "fleet of 1": 1, "fleet of 2": 2, "fleet of 3": 3}
+    configs = {"alone (no frontier)": (1, False), "fleet of 1": (1, True),
+               "fleet of 2": (2, True), "fleet of 3": (3, True),
+               "3 crawls alone at once": (3, False)}
+    fleets = [name for name, (_, fleet) in configs.items() if fleet]
     runs: dict[str, list[dict]] = {name: [] for name in configs}
     empty: dict[str, list[dict]] = {name: [] for name in configs}
     load_before = os.getloadavg()
     try:
         for i in range(args.repeats):
-            for name, processes in configs.items():
-                runs[name].append(run(server.url + "index.html", processes))
+            for name, config in configs.items():
+                runs[name].append(run(server.url + "index.html", *config))
                 last = runs[name][-1]
-                empty[name].append(run(server.url + "no-such-page.html", processes))
+                empty[name].append(run(server.url + "no-such-page.html", *config))
                 print(f"run {i + 1} {name}: {last['pages_per_s']:.2f} pages/s, "
                       f"{last['cpu_ms_per_page']:.0f} CPU ms/page, pages {last['split']}; "
                       f"start-up {empty[name][-1]['cpu']:.1f} CPU s", file=sys.stderr)
@@ -140,12 +148,17 @@ def main() -> None:
         print(f"| {name} | {median(name, 'pages_per_s'):.2f} | {rates} | {cost:.0f} | "
               f"{cost / alone:.2f}x | {median(name, 'cpu', empty):.1f} | {steady(name):.0f} | "
               f"{steady(name) / alone_steady:.2f}x | {redis:.1f} |")
-    for what, ratio in [("whole runs", max(median(n, "cpu_ms_per_page") for n in configs
-                                          if configs[n]) / alone),
-                        ("beyond start-up", max(steady(n) for n in configs if configs[n])
-                         / alone_steady)]:
+    for what, ratio in [("whole runs", max(median(n, "cpu_ms_per_page") for n in fleets)
+                         / alone),
+                        ("beyond start-up", max(steady(n) for n in fleets) / alone_steady)]:
         print(f"fleet CPU per page, {what}: at most {ratio:.2f}x a crawl alone's (target "
               f"<= 1.1x: {'met' if ratio <= 1.1 else 'not met'})")
+    together = "3 crawls alone at once"
+    for what, ratio in [("whole runs", median("fleet of 3", "cpu_ms_per_page")
+                         / median(together, "cpu_ms_per_page")),
+                        ("beyond start-up", steady("fleet of 3") / steady(together))]:
+        print(f"fleet of 3 against 3 crawls alone at once (the same contention), {what}: "
+              f"{ratio:.2f}x")
     cores = TARGET_RATE * steady("fleet of 3") / 1000
     print(f"1 billion pages a month ({TARGET_RATE:.0f} pages/s) at the fleet of 3's cost: "
           f"{cores:.0f} cores busy, e.g. {math.ceil(cores / 16)} machines of 16 cores")
