@@ -181,7 +181,11 @@ class MLflowServer:
             f"admin_password = {self.password}\n"
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
         env = os.environ | {"MLFLOW_AUTH_CONFIG_PATH": str(config),
-                            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
+                            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+                            # no job runner: its jobs are GenAI ones (scorers, evaluation,
+                            # prompt optimisation) that a registry never runs, and its eight
+                            # Huey consumers each import MLflow at every start
+                            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         self.process = subprocess.Popen(
             [str(Path(sys.executable).with_name("mlflow")), "server", "--app-name", "basic-auth",
              "--host", "127.0.0.1", "--port", str(self.port), "--backend-store-uri",
