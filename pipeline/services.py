@@ -179,12 +179,16 @@ class MLflowServer:
             "[mlflow]\ndefault_permission = READ\n"
             f"database_uri = {self.auth_database}\nadmin_username = {self.username}\n"
             f"admin_password = {self.password}\n"
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            # a credential checked once a minute in each server process, not at every request
+            # (its scrypt hash costs about 0.1 s of CPU); changing a user drops it at once in
+            # the process that changes it, in the others within the minute
+            "auth_cache_ttl_seconds = 60\n")
         env = os.environ | {"MLFLOW_AUTH_CONFIG_PATH": str(config),
                             "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
                             # no job runner: its jobs are GenAI ones (scorers, evaluation,
-                            # prompt optimisation) that a registry never runs, and its eight
-                            # Huey consumers each import MLflow at every start
+                            # prompt optimisation) that a registry never runs, and it and its
+                            # Huey consumers, eight processes, each import MLflow at a start
                             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         self.process = subprocess.Popen(
             [str(Path(sys.executable).with_name("mlflow")), "server", "--app-name", "basic-auth",
