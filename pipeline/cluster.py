@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from core.home import Home
@@ -46,8 +47,12 @@ class Cluster:
         for database in ("mlflow", "mlflow_auth", "airflow"):
             self.postgres.create(database)
         self.redis.start()
-        self.mlflow.start()
-        self.airflow.start()
+        # MLflow's start-up overlaps Airflow's (its migration, then its components): no
+        # Airflow process needs the registry before a task runs
+        with ThreadPoolExecutor(1) as pool:
+            mlflow = pool.submit(self.mlflow.start)
+            self.airflow.start()
+            mlflow.result()
         self.airflow.wait_for_dags(DAGS)
         return self
 
@@ -55,7 +60,12 @@ class Cluster:
         self.airflow.wait()
 
     def stop(self) -> None:
-        for service in (self.airflow, self.mlflow, self.redis, self.postgres):
+        # Airflow's and MLflow's graceful shutdowns overlap; the stores they use stop after them
+        with ThreadPoolExecutor(1) as pool:
+            mlflow = pool.submit(self.mlflow.stop)
+            self.airflow.stop()
+            mlflow.result()
+        for service in (self.redis, self.postgres):
             service.stop()
 
     def describe(self) -> str:
