@@ -29,6 +29,9 @@ from core.net import free_port
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 FINISHED = {"success", "failed"}
+# seconds between looks at the API: the scheduler's idle loop sleeps as long (a longer wait only
+# adds latency to each task seen ending)
+POLL = 1.0
 
 
 def airflow_env(home: Path, port: int, environ: dict | None = None) -> dict:
@@ -97,7 +100,7 @@ class Standalone:
                     return
             except (httpx.HTTPError, ValueError):
                 pass
-            time.sleep(2)
+            time.sleep(POLL)
         raise TimeoutError(f"Airflow was not healthy within {timeout:.0f} s: see {self.log_path}")
 
     @property
@@ -128,7 +131,7 @@ class Standalone:
             known = {d["dag_id"] for d in self.api("GET", "/dags")["dags"]}
             if set(dag_ids) <= known:
                 return
-            time.sleep(2)
+            time.sleep(POLL)
         raise TimeoutError(f"DAGs {dag_ids} were not parsed within {timeout:.0f} s")
 
     def trigger(self, dag_id: str, conf: dict | None = None) -> str:
@@ -166,7 +169,7 @@ class Standalone:
                     return run
             if watch is not None:
                 watch()
-            time.sleep(2)
+            time.sleep(POLL)
         raise TimeoutError(f"no finished run of {dag_id} within {timeout:.0f} s: see the "
                            f"task logs under {self.home.airflow / 'logs'}")
 
