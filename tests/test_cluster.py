@@ -23,7 +23,7 @@ from pipeline.cluster import Cluster
 from pipeline.registry import Registry
 
 pytestmark = pytest.mark.slow
-STEPS = 6000  # of the first training: long enough to kill its worker midway
+STEPS = 3000  # of the first training: its worker is killed soon after step 100, long before the end
 
 
 class KillTrainingWorker:
@@ -65,8 +65,12 @@ def test_the_demo_flow_on_a_cluster_survives_a_worker_killed_during_training():
         # version 1 learns its shard for long (to be killed midway): let the update's gate
         # weigh the new pages over a little forgetting of the old
         "CLLM_CONTINUAL_STEPS": "100", "CLLM_CONTINUAL_GATE_TOLERANCE": "0.5",
-        "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "5",
-        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20"}
+        # the killed try is found within seconds (a heartbeat every 3 s, 15 s without one is
+        # a lost task, looked for every 2 s) and retried a second later
+        "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1",
+        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "3",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "15",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2"}
     cluster = Cluster(home, port=0, environ=env)
     try:
         cluster.start()
