@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,9 +29,21 @@ def env_for(home: Path, extra: dict | None = None) -> dict:
     return airflow_env(home, 8080, base | TINY | FAST | (extra or {}))
 
 
+_MIGRATED: list[bytes] = []  # the session's one `airflow db migrate`: its SQLite database
+
+
 def migrate(env: dict) -> None:
-    subprocess.run([Path(sys.executable).with_name("airflow"), "db", "migrate"], env=env,
-                   check=True, capture_output=True, timeout=300)
+    """A migrated metadata database in env's AIRFLOW_HOME: a copy of one migrated once for
+    the session (it holds nothing of a home: the schema, the default pool, log templates)."""
+    if not _MIGRATED:
+        with tempfile.TemporaryDirectory() as template:
+            subprocess.run([Path(sys.executable).with_name("airflow"), "db", "migrate"],
+                           env=env | {"AIRFLOW_HOME": template}, check=True,
+                           capture_output=True, timeout=300)
+            _MIGRATED.append((Path(template) / "airflow.db").read_bytes())
+    home = Path(env["AIRFLOW_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "airflow.db").write_bytes(_MIGRATED[0])
 
 
 def dag_test(env: dict, *runs: str) -> tuple[list[dict], str]:
