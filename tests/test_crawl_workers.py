@@ -132,6 +132,11 @@ def test_workers_die_with_the_process_that_started_them():
     try:
         while (line := owner.stdout.readline()) != "ready\n":  # structlog's lines before
             assert line, "the owner ended early"
+        # Both jobs may have gone to the first worker up: the second is forked meanwhile.
+        deadline = time.monotonic() + 60
+        while len([c for c in owner.children(recursive=True) if is_worker(c)]) < 2:
+            assert time.monotonic() < deadline, "the second worker never started"
+            time.sleep(0.1)
         children = owner.children(recursive=True)
         assert len([c for c in children if is_worker(c)]) == 2  # and their starter
         assert len([c for c in children if "crawler.workers" in " ".join(c.cmdline())]) == 3
