@@ -56,6 +56,6 @@ def document_steps(c: CrawlConfig) -> list[Step]:
 def text_steps(c: CrawlConfig, index: DedupIndex) -> list[Step]:
     """What an extracted document goes through before it is written: `document_steps`, then
     deduplication against `index` (on the text that is written)."""
-    from text.dedup import Dedup  # here: datasketch loads SciPy, which the workers never need
+    from text.dedup import Dedup  # here: its SQLAlchemy, which the workers never need
 
     return [*document_steps(c), Dedup(index)]

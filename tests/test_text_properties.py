@@ -37,7 +37,8 @@ from core.db import Database
 from crawler.config import CrawlConfig
 from crawler.steps import quality_steps
 from text import bait
-from text.dedup import METADATA, SHINGLE, Dedup, DedupIndex, minhash_of, shingle_hashes
+from text.dedup import (METADATA, SHINGLE, Dedup, DedupIndex, banding, shingle_hashes,
+                        signature_of)
 from text.document import Document, Drop, split_at_blank_lines
 from text.language import MAX_CHARS, identify, known_languages
 from text.pii import PLACEHOLDERS, scrub
@@ -321,6 +322,30 @@ def test_shingle_hashes_match_their_definition(text):
     assert set(shingle_hashes(text).tolist()) == reference_shingles(text)
 
 
+@PROPERTY
+@given(texts, st.sampled_from([16, 64, 128, 256]))
+@with_bait(64, only=["prose", "distinct words", "many tiny words"])
+def test_the_signature_is_datasketchs_minhash(text, num_perm):
+    from datasketch import MinHash
+
+    reference = MinHash(num_perm=num_perm, scheme="affine32", hashfunc=int)
+    reference.update_batch(shingle_hashes(text).tolist())
+    assert np.frombuffer(signature_of(text, num_perm), np.uint64).tolist() == \
+        reference.hashvalues.tolist()
+
+
+@pytest.mark.parametrize("num_perm", [16, 64, 128, 256])
+def test_the_banding_is_datasketchs(num_perm):
+    from datasketch import MinHashLSH
+
+    for threshold in np.arange(0.05, 1.0, 0.05):
+        try:
+            lsh = MinHashLSH(threshold=float(threshold), num_perm=num_perm)
+        except ValueError:  # datasketch refuses a single band; a single band works here
+            continue
+        assert banding(float(threshold), num_perm) == (lsh.b, lsh.r), threshold
+
+
 def new_index() -> DedupIndex:
     return DedupIndex(Database("", Path(":memory:"), METADATA), num_perm=64, threshold=0.8)
 
@@ -335,7 +360,7 @@ def test_dedup_marks_copies_and_bounds_its_signature(text):
     # The bound: one hash per shingle at most, a signature of num_perm values whatever the text
     assert 1 <= len(hashes) <= max(1, n_words - SHINGLE + 1)
     assert np.all(np.diff(hashes.astype(np.int64)) > 0) and int(hashes.max()) < 2**32
-    assert len(minhash_of(text, 64).hashvalues) == 64
+    assert len(signature_of(text, 64)) == 64 * 8
     step = Dedup(new_index())
     doc = Document(text=text, doc_id=hashlib.sha256(text.encode()).hexdigest())
     assert step(doc) is doc

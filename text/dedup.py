@@ -2,8 +2,8 @@
 LSH over word 5-grams (as FineWeb) for near duplicates.
 
 The index lives in a database (core/db.py, the tables of `METADATA`): `docs` holds every
-document's signature (numpy uint64 bytes, no pickle), `bands` its LSH bands (datasketch's
-choice of bands and rows for the threshold), one document per (band, hash). A new document is
+document's signature (numpy uint64 bytes, no pickle), `bands` its LSH bands (the choice
+of bands and rows for the threshold), one document per (band, hash). A new document is
 claimed at once, in its own short transaction: its `docs` row (owned by the process that
 claims it) and its band rows. Two processes racing with the same text meet at the primary
 key of `docs`, with near-duplicate texts at a shared band's row: the database takes one, the
@@ -21,6 +21,7 @@ a fleet are caught too; a pass over existing shards can keep one of its own.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import uuid
@@ -28,7 +29,6 @@ import zlib
 
 import numpy as np
 import sqlalchemy as sa
-from datasketch import MinHash, MinHashLSH
 
 from core.db import Database
 from text.document import Document, Drop
@@ -60,7 +60,6 @@ LSH = sa.Table(  # the signature width and banding the `bands` rows were made wi
 )
 _WORD = re.compile(r"\w+")
 SHINGLE = 5  # words per shingle, as in FineWeb's MinHash
-SCHEME = "affine32"  # datasketch's hashing scheme; stored signatures are only valid with it
 BATCH = 4096  # shingle hashes permuted at once
 
 
@@ -74,24 +73,57 @@ def shingle_hashes(text: str) -> np.ndarray:
     hashes = np.zeros(n, dtype=np.uint64)
     for k in range(min(SHINGLE, len(ids))):
         hashes = hashes * np.uint64(1_000_003) + ids[k:k + n]  # wraps modulo 2**64
-    return np.unique(hashes & np.uint64(0xFFFFFFFF))
+    return np.unique(hashes & np.uint64(0xFFFFFFFF)).astype(np.uint32)
 
 
-def minhash_of(text: str, num_perm: int) -> MinHash:
-    # The shingle hashes are already hashes: datasketch only applies its permutations. It
-    # permutes a whole batch at once (num_perm values per hash), so a batch at a time keeps
-    # memory bounded (1.4 MB of distinct words was 190 MB more in one batch); the minimum
-    # over batches is the same signature.
-    m = MinHash(num_perm=num_perm, scheme=SCHEME, hashfunc=int)
-    hashes = shingle_hashes(text)
-    for start in range(0, len(hashes), BATCH):
-        m.update_batch(hashes[start:start + BATCH])
-    return m
+# MinHash and its banding are datasketch's ("affine32" permutations, seed 1; the bands and
+# rows that minimise false positives plus false negatives), written out here because
+# importing datasketch imports SciPy for that one integral: 50 MB and most of a second in
+# every crawl process. tests/test_text_properties.py holds them equal to datasketch's.
+@functools.cache
+def _permutations(num_perm: int) -> tuple[np.ndarray, np.ndarray]:
+    gen = np.random.RandomState(1)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    return a, gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's finalizer: spreads the shingle hashes before the affine permutations."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
 
 
 def signature_of(text: str, num_perm: int) -> bytes:
-    """The MinHash signature as stored: numpy uint64 bytes."""
-    return minhash_of(text, num_perm).hashvalues.astype(np.uint64).tobytes()
+    """The MinHash signature as stored: numpy uint64 bytes. A batch of shingles at a time
+    keeps memory bounded (num_perm values per shingle); the minimum over batches is the same."""
+    a, b = _permutations(num_perm)
+    values = np.full(num_perm, 0xFFFFFFFF, dtype=np.uint32)
+    hashes = _fmix32(shingle_hashes(text))
+    for start in range(0, len(hashes), BATCH):
+        permuted = hashes[start:start + BATCH, None] * a + b  # wraps modulo 2**32
+        values = np.minimum(values, permuted.min(axis=0))
+    return values.astype(np.uint64).tobytes()
+
+
+def banding(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows): the LSH banding whose false positives below `threshold` and false
+    negatives above it, integrated over the similarity and weighed alike, are fewest. The
+    integrands are polynomials of degree at most num_perm, so Gauss-Legendre quadrature of
+    that many points is exact."""
+    nodes, weights = np.polynomial.legendre.leggauss(num_perm // 2 + 1)
+    below = threshold / 2 * (nodes + 1)  # the nodes mapped onto [0, threshold] ...
+    above = threshold + (1 - threshold) / 2 * (nodes + 1)  # ... and [threshold, 1]
+    best, shape = np.inf, (0, 0)
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            false_positive = threshold / 2 * weights @ (1 - (1 - below ** rows) ** bands)
+            false_negative = (1 - threshold) / 2 * weights @ ((1 - above ** rows) ** bands)
+            if (error := 0.5 * false_positive + 0.5 * false_negative) < best:
+                best, shape = error, (bands, rows)
+    return shape
 
 
 class _Taken(Exception):
@@ -114,12 +146,13 @@ class DedupIndex:
         # called when another process's claim holds a document: releases the claims of
         # processes that are gone and says whether it released any (crawler/state.py)
         self.on_claimed = on_claimed
-        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)  # datasketch's banding
-        self.ranges, self.shape = lsh.hashranges, (num_perm, lsh.b, lsh.r)
+        bands, rows = banding(threshold, num_perm)
+        self.ranges = [(i * rows, (i + 1) * rows) for i in range(bands)]
+        self.shape = (num_perm, bands, rows)
         # One statement for every claim's bands, compiled once
         self.insert_bands = db.insert(BANDS).values([
             {"band": i, "hash": sa.bindparam(f"h{i}"), "doc_id": sa.bindparam("doc_id")}
-            for i in range(lsh.b)]).on_conflict_do_nothing()
+            for i in range(bands)]).on_conflict_do_nothing()
         self.claimed: dict[str, bytes] = {}  # this process's claims not yet kept: signatures
         self.kept: dict[str, bytes] = {}  # documents of a shard (`add`), saved with it
         self.db.write(self._check_banding)
