@@ -263,10 +263,13 @@ def launch(module: str, argv: list[str], workers: int, threads: int,
 
 def suspects(run_dir: Path, silent: set[int]) -> list[int]:
     """Of the ranks that said nothing, those that had not arrived at the latest step's
-    reduction (`arrivals`) while others waited in it; if none is behind, all of them."""
+    reduction (`arrivals`) while others waited in it; if none is behind, all of them. The
+    root behind proves nothing: it checkpoints and evaluates between reductions while the
+    others wait, and was then killed after the dead one; so with the root behind, all."""
     arrived = arrivals(run_dir)
     latest = max(arrived.values(), default=-1)
-    return sorted(r for r in silent if arrived.get(r, -1) < latest) or sorted(silent)
+    behind = sorted(r for r in silent if arrived.get(r, -1) < latest)
+    return behind if behind and 0 not in behind else sorted(silent)
 
 
 def explain(status: int, run_dir: Path, noise: list[str], hosts: list[str] | None = None,

@@ -164,3 +164,9 @@ def test_without_mpiexecs_word_the_silent_rank_that_never_arrived_is_named(tmp_p
     status, message = explain(255, tmp_path, [], ["a", "b"], 2)
     assert message.startswith("one of worker ranks 0 (pid 100), 1 (pid 101), 3 (pid 103) "
                               "died without a word"), message
+    # the root behind (writing a checkpoint) when rank 3 died in the reduction: no proof
+    (tmp_path / "rank-0.step").write_text(f"{6:<12}")
+    (tmp_path / "rank-1.json").write_text(
+        '{"rank": 1, "kind": "mpi", "message": "Exception: MPI_ERR_OTHER"}')
+    status, message = explain(255, tmp_path, [], ["a", "b"], 2)
+    assert message.startswith("one of worker ranks 0 (pid 100), 3 (pid 103) died"), message
