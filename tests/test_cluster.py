@@ -7,6 +7,7 @@ other worker and resumes the checkpoint the first one left."""
 
 import json
 import os
+import shutil
 import signal
 import tempfile
 from pathlib import Path
@@ -104,3 +105,4 @@ def test_the_demo_flow_on_a_cluster_survives_a_worker_killed_during_training():
         cluster.stop()
         site.close()
     assert job_processes(home) == {}
+    shutil.rmtree(root)  # 90 MB of stores and logs; a failed run's stay to be read
