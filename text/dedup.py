@@ -111,8 +111,8 @@ def signature_of(text: str, num_perm: int) -> bytes:
 def banding(threshold: float, num_perm: int) -> tuple[int, int]:
     """(bands, rows): the LSH banding whose false positives below `threshold` and false
     negatives above it, integrated over the similarity and weighed alike, are fewest. The
-    integrands are polynomials of degree at most num_perm, so Gauss-Legendre quadrature of
-    that many points is exact."""
+    integrands are polynomials of degree bands * rows <= num_perm, which Gauss-Legendre
+    quadrature of num_perm / 2 + 1 points integrates exactly."""
     nodes, weights = np.polynomial.legendre.leggauss(num_perm // 2 + 1)
     below = threshold / 2 * (nodes + 1)  # the nodes mapped onto [0, threshold] ...
     above = threshold + (1 - threshold) / 2 * (nodes + 1)  # ... and [threshold, 1]
