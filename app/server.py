@@ -54,7 +54,7 @@ def create_app(config: AppConfig, config_file: str | None = None) -> FastAPI:
     token = config.ui.token
 
     def warm_up() -> None:
-        # MLflow takes seconds to import and open, generation's kernels to compile: now,
+        # MLflow takes seconds to import and open, generation's kernels to load: now,
         # not when the Models or the LLM tab first asks
         pipeline.warm_up()
         warm_up_generation()  # (the route below is named generate too)

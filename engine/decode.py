@@ -16,7 +16,8 @@ import numpy as np
 from numba import njit
 
 from engine import layers, model
-from engine.kernels import GELU_A, JIT, _tanh_exact, _tanh_rational
+from engine.jit import JIT
+from engine.kernels import GELU_A, _tanh_exact, _tanh_rational
 from engine.layers import GELU_C, LN_EPS
 from engine.model import KVCache, forward_cached
 
@@ -123,7 +124,7 @@ def _attention(qkv, k_cache, v_cache, position, scale, y):
                 y[head * D + d] += weight * values[p, d]
 
 
-def _make_gelu(tanh):
+def _make_gelu(exact: bool):  # a flag, as in kernels._make_gelu (numba's cache)
     @njit(**JIT)
     def gelu(x):
         """GELU in place, as layers.gelu_forward (kernels' rational tanh for float32)."""
@@ -131,13 +132,14 @@ def _make_gelu(tanh):
         c, a, half, one = f(GELU_C), f(GELU_A), f(0.5), f(1.0)
         for j in range(x.shape[0]):
             v = x[j]
-            x[j] = half * v * (one + tanh(c * (v + a * v * v * v)))
+            u = c * (v + a * v * v * v)
+            x[j] = half * v * (one + (_tanh_exact(u) if exact else _tanh_rational(u)))
 
     return gelu
 
 
-_gelu = {np.dtype(np.float32): _make_gelu(_tanh_rational),
-         np.dtype(np.float64): _make_gelu(_tanh_exact)}
+_gelu = {np.dtype(np.float32): _make_gelu(exact=False),
+         np.dtype(np.float64): _make_gelu(exact=True)}
 
 
 @njit(**JIT)

@@ -17,6 +17,7 @@ from core.errors import UserError
 from engine.checkpoint import Model
 from engine.config import GPTConfig
 from engine.decode import next_logits
+from engine.jit import CACHE
 from engine.model import KVCache, init_params
 from engine.xp import to_numpy
 
@@ -66,7 +67,7 @@ def sample(logits: np.ndarray, cfg: SamplingConfig, rng: np.random.Generator) ->
     return int(draw(probs, rng.random() * probs.sum(dtype=np.float64)))
 
 
-@njit(nogil=True, error_model="numpy")  # not fastmath: the sum's order is the draw
+@njit(nogil=True, error_model="numpy", cache=CACHE)  # not fastmath: the sum's order is the draw
 def draw(weights, target):
     """The first index where the running sum of `weights` passes `target` (the last with any
     weight, should rounding leave it short): rng.choice(p=weights / weights.sum()) for
@@ -82,8 +83,9 @@ def draw(weights, target):
 
 
 def warm_up() -> None:
-    """Compile generation's float32 kernels now (seconds), not in the first generation: a
-    server calls this as it starts. They are the same for every model shape."""
+    """Load (or, the first time, compile: seconds) generation's float32 kernels now, not in
+    the first generation: a server calls this as it starts. They are the same for every
+    model shape."""
     config = GPTConfig(vocab_size=8, block_size=2, n_layer=1, n_head=1, n_embd=8)
     logits = next_logits(init_params(config), config, np.zeros((1, 1), dtype=np.int64),
                          KVCache(config, 1, np.float32))

@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit
 
+from engine.jit import JIT
 from engine.layers import GELU_C, LN_EPS
 
-JIT = dict(nogil=True, fastmath=True, cache=False, error_model="numpy")  # no pickle cache
 GELU_A = 0.044715
 _threads = os.cpu_count() or 1
 _pool: ThreadPoolExecutor | None = None
@@ -73,9 +73,11 @@ def _tanh_exact(x):
     return math.tanh(x)
 
 
-def _make_gelu(tanh):
-    # every constant in the array's own type: a float64 literal would turn float32 lanes into
-    # float64 ones, half as many a vector instruction
+def _make_gelu(exact: bool):
+    # `exact`, a constant to numba, picks the tanh: a flag, not the function itself, since
+    # numba's cache keys a closure on its cells and a dispatcher's pickle differs every run.
+    # Every constant in the array's own type: a float64 literal would turn float32 lanes
+    # into float64 ones, half as many a vector instruction.
     @njit(**JIT)
     def forward(start, stop, part, x, out):
         f = x.dtype.type
@@ -83,7 +85,8 @@ def _make_gelu(tanh):
         for r in range(start, stop):
             for i in range(x.shape[1]):
                 v = x[r, i]
-                out[r, i] = half * v * (one + tanh(c * (v + a * v * v * v)))
+                u = c * (v + a * v * v * v)
+                out[r, i] = half * v * (one + (_tanh_exact(u) if exact else _tanh_rational(u)))
 
     @njit(**JIT)
     def backward(start, stop, part, x, dout, dx):
@@ -92,15 +95,16 @@ def _make_gelu(tanh):
         for r in range(start, stop):
             for i in range(x.shape[1]):
                 v = x[r, i]
-                t = tanh(c * (v + a * v * v * v))
+                u = c * (v + a * v * v * v)
+                t = _tanh_exact(u) if exact else _tanh_rational(u)
                 slope = half * (one + t) + half * v * (one - t * t) * c * (one + three * a * v * v)
                 dx[r, i] = dout[r, i] * slope
 
     return forward, backward
 
 
-_gelu = {np.dtype(np.float32): _make_gelu(_tanh_rational),
-         np.dtype(np.float64): _make_gelu(_tanh_exact)}
+_gelu = {np.dtype(np.float32): _make_gelu(exact=False),
+         np.dtype(np.float64): _make_gelu(exact=True)}
 
 
 def gelu_forward(x):
@@ -214,7 +218,7 @@ def _exp_exact(row, shift, scale, exponents):
 # --- causal softmax ---------------------------------------------------------------------
 
 
-def _make_causal_softmax(exp_row):
+def _make_causal_softmax(exact: bool):  # `exact` as in _make_gelu
     @njit(**JIT)
     def kernel(start, stop, part, scores, scale, offset):
         n_query, n_key = scores.shape[1], scores.shape[2]
@@ -223,7 +227,9 @@ def _make_causal_softmax(exp_row):
             for i in range(n_query):
                 row = scores[bh, i]
                 last = min(offset + i + 1, n_key)  # keys this query may see
-                total = exp_row(row[:last], row[:last].max(), scale, exponents)
+                seen = row[:last]
+                total = (_exp_exact(seen, seen.max(), scale, exponents) if exact
+                         else _exp_fast(seen, seen.max(), scale, exponents))
                 inv = row.dtype.type(1.0 / total)
                 for j in range(last):
                     row[j] *= inv
@@ -232,8 +238,8 @@ def _make_causal_softmax(exp_row):
     return kernel
 
 
-_causal_softmax = {np.dtype(np.float32): _make_causal_softmax(_exp_fast),
-                   np.dtype(np.float64): _make_causal_softmax(_exp_exact)}
+_causal_softmax = {np.dtype(np.float32): _make_causal_softmax(exact=False),
+                   np.dtype(np.float64): _make_causal_softmax(exact=True)}
 
 
 @njit(**JIT)
@@ -266,7 +272,7 @@ def causal_softmax_backward(att, datt, scale):
 # --- cross-entropy ----------------------------------------------------------------------
 
 
-def _make_cross_entropy(exp_row):
+def _make_cross_entropy(exact: bool):  # `exact` as in _make_gelu
     @njit(**JIT)
     def kernel(start, stop, part, logits, targets, inv_norm, row_loss):
         exponents = np.empty(logits.shape[1], dtype=np.int32)
@@ -276,7 +282,8 @@ def _make_cross_entropy(exp_row):
             t = targets[r]
             peak = row.max()
             target_logit = row[t]
-            total = exp_row(row, peak, one, exponents)
+            total = (_exp_exact(row, peak, one, exponents) if exact
+                     else _exp_fast(row, peak, one, exponents))
             row_loss[r] = math.log(total) - (target_logit - peak)
             scale = logits.dtype.type(inv_norm / total)
             for j in range(row.shape[0]):
@@ -286,8 +293,8 @@ def _make_cross_entropy(exp_row):
     return kernel
 
 
-_cross_entropy = {np.dtype(np.float32): _make_cross_entropy(_exp_fast),
-                  np.dtype(np.float64): _make_cross_entropy(_exp_exact)}
+_cross_entropy = {np.dtype(np.float32): _make_cross_entropy(exact=False),
+                  np.dtype(np.float64): _make_cross_entropy(exact=True)}
 
 
 def cross_entropy(logits, targets, normalizer):

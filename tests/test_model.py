@@ -1,10 +1,14 @@
 """The hand-written backward pass against finite differences, the cached forward pass, and
 the fused one-token step of generation."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
-
-from pathlib import Path
 
 from engine import decode, kernels, layers
 from engine.checkpoint import Model
@@ -242,3 +246,55 @@ def test_weight_decay_spares_biases_norms_and_embeddings():
     for name in params:
         changed = not np.array_equal(params[name], before[name])
         assert changed == (".w_" in name and np.any(before[name])), name
+
+
+KERNELS_IN_A_PROCESS = """
+import json, sys
+import numpy as np
+import numba
+from engine import decode, generate, kernels
+from engine.config import GPTConfig
+from engine.model import KVCache, init_params, loss_and_grads
+from engine.optim import AdamW
+config = GPTConfig(vocab_size=13, block_size=6, n_layer=1, n_head=2, n_embd=8)
+idx = np.random.default_rng(0).integers(0, 13, (2, 6))
+total = 0.0
+for dtype in (np.float32, np.float64):
+    params = init_params(config, dtype=dtype)
+    loss, grads = loss_and_grads(params, config, idx, np.roll(idx, 1, axis=1))
+    AdamW(params).step(params, grads, 1e-3)
+    logits = decode.next_logits(params, config, idx[:, :1], KVCache(config, 2, dtype))
+    total += loss + sum(float(np.abs(g).sum()) for g in grads.values())
+    total += float(np.abs(logits).sum())
+dispatchers = [v for m in (kernels, decode, generate) for v in vars(m).values()
+               if isinstance(v, numba.core.registry.CPUDispatcher)]
+dispatchers += [k for table in (kernels._gelu, kernels._causal_softmax, kernels._cross_entropy,
+                                decode._gelu) for d in table.values()
+                for k in (d if isinstance(d, tuple) else (d,))]
+print(json.dumps({"total": total, "cache": generate.CACHE,
+                  "hits": sum(sum(d.stats.cache_hits.values()) for d in dispatchers),
+                  "misses": sum(sum(d.stats.cache_misses.values()) for d in dispatchers)}))
+"""
+
+
+def test_kernels_compiled_in_one_process_are_loaded_in_the_next(tmp_path):
+    """numba's cache (engine/jit.py): a second process loads every kernel the first
+    compiled, with the same results; where no cache folder can be made (here, the cache
+    home is a file) the kernels compile and give them too."""
+    (tmp_path / "a-file").write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+
+    def run(cache_home):
+        out = subprocess.run([sys.executable, "-c", KERNELS_IN_A_PROCESS], check=True,
+                             capture_output=True, text=True,
+                             env=env | {"XDG_CACHE_HOME": str(cache_home)}).stdout
+        return json.loads(out)
+
+    first, second = run(tmp_path / "cache"), run(tmp_path / "cache")
+    assert first["cache"] and first["misses"] > 0 and first["hits"] == 0
+    assert second["misses"] == 0 and second["hits"] == first["misses"]
+    assert second["total"] == first["total"]
+    assert len(list((tmp_path / "cache" / "crystalline" / "numba").iterdir())) == 1
+    uncached = run(tmp_path / "a-file")
+    assert not uncached["cache"] and uncached["hits"] == 0
+    assert uncached["total"] == first["total"]
