@@ -74,6 +74,9 @@ ITEM_PIPELINES = {
 EXTENSIONS = {
     "crawler.extensions.CrawlProgress": 500,
     "scrapy.extensions.spiderstate.SpiderState": None,  # pickles spider.state into JOBDIR
+    # Scrapy 2.19's default: an HTTP server that runs any Python sent to it, in a process that
+    # reads hostile pages, and a job file per crawl left in ~/.local/state (aiohttp imported)
+    "scrapy.extensions.remote_control.RemoteControl": None,
 }
 
 # Scrapy's own log only for problems; progress comes from crawler.extensions, the

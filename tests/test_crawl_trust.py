@@ -60,8 +60,16 @@ def site(tmp_path_factory):
 def crawled(site, tmp_path_factory):
     home = tmp_path_factory.mktemp("trust") / "home"
     report, _ = crawl(home, "--seeds", site.url, env={
-        "CLLM_CRAWL_LANGUAGES": "en", "CLLM_CRAWL_KEEP_DROPPED": "1"})
+        "CLLM_CRAWL_LANGUAGES": "en", "CLLM_CRAWL_KEEP_DROPPED": "1",
+        "XDG_STATE_HOME": str(home.parent / "state")})
     return home, report
+
+
+def test_a_crawl_runs_no_remote_control_server(crawled):
+    """Scrapy 2.19 starts an HTTP server that runs any Python it is sent, and notes its port
+    and token in the user's state folder: not in a process that reads hostile pages."""
+    home, _ = crawled
+    assert not (home.parent / "state" / "scrapy").exists()
 
 
 def test_languages_are_identified_and_others_dropped(crawled):
