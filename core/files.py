@@ -110,6 +110,19 @@ def recover_dir(path: Path) -> None:
         old.rename(path)
 
 
+def cache_folder(name: str) -> Path | None:
+    """<$XDG_CACHE_HOME or ~/.cache>/crystalline/<name>, made if need be: what one process
+    keeps for the next (compiled kernels, an unpacked model). None where it cannot be made
+    or written (a read-only home): the caller then does the work in every process."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = root / "crystalline" / name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder if os.access(folder, os.W_OK) else None
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -12,30 +12,21 @@ while nothing runs.
 """
 
 import hashlib
-import os
 from pathlib import Path
 
 import numba
 
-
-def _cache_dir() -> Path:
-    digest = hashlib.sha256()
-    for source in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(source.name.encode() + b"\0" + source.read_bytes())
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return root / "crystalline" / "numba" / digest.hexdigest()[:16]
+from core.files import cache_folder
 
 
 def _cache() -> bool:
     """Whether kernels are cached (setting numba's folder when the user has not)."""
     if numba.config.CACHE_DIR:
         return True
-    folder = _cache_dir()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    if not os.access(folder, os.W_OK):
+    digest = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    if (folder := cache_folder(f"numba/{digest.hexdigest()[:16]}")) is None:
         return False
     numba.config.CACHE_DIR = str(folder)
     return True

@@ -4,7 +4,10 @@ the personal data rules on what they must and must not replace; the settings of 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -33,6 +36,38 @@ def test_languages_of_the_labelled_set_are_identified():
     # benchmarks/RESULTS.md: 98.9% in all, no language under 95%
     assert sum(right.values()) / len(rows) >= 0.97
     assert all(right[lang] / total[lang] >= 0.9 for lang in total), right
+
+
+CLASSIFY = """
+import json, sys
+from text.language import identifier
+print(json.dumps([identifier().classify(line) for line in sys.stdin.read().splitlines()]))
+"""
+
+
+def test_the_model_unpacked_once_into_the_cache_classifies_as_the_shipped_one(tmp_path):
+    """The first process unpacks py3langid's model into the cache folder, the next read it
+    from there, and without a cache folder it is py3langid's own loader: the same answers."""
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    texts = [json.loads(line)["text"].replace("\n", " ")
+             for line in LABELLED.read_text(encoding="utf-8").splitlines()]
+    shipped = [[lang, float(p)] for lang, p in
+               map(LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True).classify, texts)]
+
+    def classified(cache: Path) -> list:
+        run = subprocess.run([sys.executable, "-c", CLASSIFY], input="\n".join(texts), text=True,
+                             capture_output=True, check=True,
+                             env=os.environ | {"XDG_CACHE_HOME": str(cache)})
+        return json.loads(run.stdout)
+
+    assert classified(tmp_path / "cache") == shipped
+    [unpacked] = (tmp_path / "cache" / "crystalline" / "langid").iterdir()
+    written = unpacked.stat().st_mtime_ns
+    assert classified(tmp_path / "cache") == shipped
+    assert unpacked.stat().st_mtime_ns == written  # read, not unpacked again
+    (tmp_path / "not-a-folder").write_text("")
+    assert classified(tmp_path / "not-a-folder") == shipped
 
 
 def pages_without_lang() -> list[tuple[str, str]]:
