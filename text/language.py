@@ -10,49 +10,54 @@ wheel, not 96 MB); CLD2 is 10 times faster still but abstains or errs on one par
 
 The model ships LZMA-packed, and unpacking it is 0.45 s of CPU, most of what loading it
 costs: so it is unpacked once into the cache folder (core/files.py `cache_folder`), named by
-the packed file's digest, and read from there by every later process (each crawl's workers).
+the packed file's digest, and every later process (each crawl's workers) maps it from there.
 """
 
 from __future__ import annotations
 
+import io
 import lzma
-import shutil
 from array import array
 from functools import lru_cache
 from pathlib import Path
 
-from core.files import atomic_path, cache_folder, file_sha256
+import numpy as np
+
+from core.files import atomic_dir, cache_folder, file_sha256
 from text.document import Document, Drop
 
 # Enough text to be sure of a language, and a bound on the time a huge document takes
 # (the identifier walks every byte in Python): the first MAX_CHARS characters.
 MAX_CHARS = 10_000
 UNDETERMINED = "und"
+ARRAYS = ("ptc", "pc", "classes", "nextmove", "nextmove_row", "out_feat")  # py3langid's file
 
 
 @lru_cache(maxsize=1)  # one model a process
 def identifier():
-    import numpy as np
     from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
 
-    if (unpacked := _unpacked(MODEL_DIR / MODEL_FILE)) is None:  # no cache folder
+    if (folder := _unpacked(MODEL_DIR / MODEL_FILE)) is None:  # no cache folder
         return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-    with np.load(unpacked, allow_pickle=False) as model:
-        # as py3langid's own loader hands them over: its byte loop indexes plain arrays
-        return LanguageIdentifier(
-            model["ptc"], model["pc"], model["classes"].tolist(), _plain(model["nextmove"]),
-            model["out_feat"].tolist(), norm_probs=True, tk_row=_plain(model["nextmove_row"]))
+    # memory-mapped: its pages are the page cache's, shared by every process that reads it
+    model = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
+    # as py3langid's own loader hands them over: its byte loop indexes plain arrays
+    return LanguageIdentifier(
+        model["ptc"], model["pc"], model["classes"].tolist(), _plain(model["nextmove"]),
+        model["out_feat"].tolist(), norm_probs=True, tk_row=_plain(model["nextmove_row"]))
 
 
 def _unpacked(packed: Path) -> Path | None:
-    """The model's .npz, unpacked into the cache folder the first time."""
-    if (folder := cache_folder("langid")) is None:
+    """The model's arrays as .npy files in the cache folder, unpacked the first time."""
+    if (cache := cache_folder("langid")) is None:
         return None
-    path = folder / f"{file_sha256(packed)[:16]}.npz"
-    if not path.exists():
-        with atomic_path(path) as tmp, lzma.open(packed) as src, open(tmp, "wb") as out:
-            shutil.copyfileobj(src, out, length=1 << 20)
-    return path
+    folder = cache / file_sha256(packed)[:16]
+    if not folder.is_dir():
+        with lzma.open(packed) as src, np.load(io.BytesIO(src.read())) as model, \
+                atomic_dir(folder, replace=False) as tmp:  # a racing process's copy may win
+            for name in ARRAYS:
+                np.save(tmp / f"{name}.npy", model[name])
+    return folder
 
 
 def _plain(values) -> array:
