@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -47,7 +49,8 @@ print(json.dumps([identifier().classify(line) for line in sys.stdin.read().split
 
 def test_the_model_unpacked_once_into_the_cache_classifies_as_the_shipped_one(tmp_path):
     """The first process unpacks py3langid's model into the cache folder, the next read it
-    from there, and without a cache folder it is py3langid's own loader: the same answers."""
+    from there, and without a cache folder (or on a full disk) it is unpacked in memory: the
+    same answers as py3langid's own loader."""
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
     texts = [json.loads(line)["text"].replace("\n", " ")
@@ -55,9 +58,9 @@ def test_the_model_unpacked_once_into_the_cache_classifies_as_the_shipped_one(tm
     shipped = [[lang, float(p)] for lang, p in
                map(LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True).classify, texts)]
 
-    def classified(cache: Path) -> list:
+    def classified(cache: Path, limit=None) -> list:
         run = subprocess.run([sys.executable, "-c", CLASSIFY], input="\n".join(texts), text=True,
-                             capture_output=True, check=True,
+                             capture_output=True, check=True, preexec_fn=limit,
                              env=os.environ | {"XDG_CACHE_HOME": str(cache)})
         return json.loads(run.stdout)
 
@@ -69,6 +72,14 @@ def test_the_model_unpacked_once_into_the_cache_classifies_as_the_shipped_one(tm
     assert {f.name: f.stat().st_mtime_ns for f in unpacked.iterdir()} == written  # read again
     (tmp_path / "not-a-folder").write_text("")
     assert classified(tmp_path / "not-a-folder") == shipped
+    assert classified(tmp_path / "full", limit=disk_full_at_1_mb) == shipped
+    assert not list((tmp_path / "full" / "crystalline" / "langid").iterdir())  # nothing half-made
+
+
+def disk_full_at_1_mb():
+    """In the child: a write past 1 MB fails with EFBIG, as on a full disk, not with a signal."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
 
 
 def pages_without_lang() -> list[tuple[str, str]]:

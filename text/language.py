@@ -37,27 +37,36 @@ ARRAYS = ("ptc", "pc", "classes", "nextmove", "nextmove_row", "out_feat")  # py3
 def identifier():
     from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
 
-    if (folder := _unpacked(MODEL_DIR / MODEL_FILE)) is None:  # no cache folder
-        return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-    # memory-mapped: its pages are the page cache's, shared by every process that reads it
-    model = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
+    model = _model(MODEL_DIR / MODEL_FILE)
     # as py3langid's own loader hands them over: its byte loop indexes plain arrays
     return LanguageIdentifier(
         model["ptc"], model["pc"], model["classes"].tolist(), _plain(model["nextmove"]),
         model["out_feat"].tolist(), norm_probs=True, tk_row=_plain(model["nextmove_row"]))
 
 
-def _unpacked(packed: Path) -> Path | None:
-    """The model's arrays as .npy files in the cache folder, unpacked the first time."""
-    if (cache := cache_folder("langid")) is None:
-        return None
-    folder = cache / file_sha256(packed)[:16]
-    if not folder.is_dir():
-        with lzma.open(packed) as src, np.load(io.BytesIO(src.read())) as model, \
-                atomic_dir(folder, replace=False) as tmp:  # a racing process's copy may win
-            for name in ARRAYS:
-                np.save(tmp / f"{name}.npy", model[name])
-    return folder
+def _model(packed: Path) -> dict[str, np.ndarray]:
+    """The model's arrays, memory-mapped from the cache folder (unpacked there the first
+    time), or unpacked into this process's memory where there is no cache to write."""
+    cache = cache_folder("langid")
+    folder = None if cache is None else cache / file_sha256(packed)[:16]
+    if folder is not None and folder.is_dir():
+        return _mapped(folder)
+    with lzma.open(packed) as src, np.load(io.BytesIO(src.read())) as packed_model:
+        model = {name: packed_model[name] for name in ARRAYS}
+    if folder is None:
+        return model
+    try:
+        with atomic_dir(folder, replace=False) as tmp:  # a racing process's copy may win
+            for name, values in model.items():
+                np.save(tmp / f"{name}.npy", values)
+    except OSError:  # a full disk under the cache must not fail a crawl
+        return model
+    return _mapped(folder)
+
+
+def _mapped(folder: Path) -> dict[str, np.ndarray]:
+    # its pages are the page cache's, shared by every process that reads the model
+    return {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
 
 
 def _plain(values) -> array:
