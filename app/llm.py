@@ -36,7 +36,15 @@ class Message(BaseModel):
     content: str = Field(max_length=MAX_PROMPT_CHARS)
 
 
-class GenerateRequest(BaseModel):
+class SamplingFields(BaseModel):
+    """What both APIs (this one and the OpenAI-compatible one, app/serving.py) take alike;
+    their temperatures differ (OpenAI's default 1 and at most 2)."""
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    ignore_eos: bool = False  # vLLM's name: go on past the end of a text, to max_tokens
+
+
+class GenerateRequest(SamplingFields):
     model: str = "@champion"
     mode: Literal["generate", "chat"] = "generate"
     prompt: str = Field("", max_length=MAX_PROMPT_CHARS)  # generate: the text to continue
@@ -44,9 +52,6 @@ class GenerateRequest(BaseModel):
     max_tokens: int = Field(200, ge=1, le=MAX_NEW_TOKENS)
     temperature: float = Field(0.8, ge=0, le=5)
     top_k: int | None = Field(None, ge=1, le=1_000_000)
-    top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
-    ignore_eos: bool = False  # vLLM's name: go on past the end of a text, to max_tokens
 
     @field_validator("model")
     @classmethod

@@ -29,6 +29,7 @@ from app.llm import (
     MAX_MESSAGES,
     MAX_NEW_TOKENS,
     MAX_PROMPT_CHARS,
+    SamplingFields,
     Slots,
     in_thread,
     transcript,
@@ -51,17 +52,14 @@ def error(status: int, message: str) -> JSONResponse:
                                    "code": None}}, status_code=status)
 
 
-class Sampling(BaseModel):
+class Sampling(SamplingFields):
     model: str = ""
     max_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
     temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
     n: int = Field(1, ge=1, le=1)
     stream: bool = False
-    seed: int | None = Field(None, ge=0, le=2**32 - 1)
     stop: str | list[str] | None = None
-    ignore_eos: bool = False  # vLLM's extension: go on past the end of a text, to max_tokens
 
     def sampling(self, default_tokens: int) -> SamplingConfig:
         tokens = self.max_completion_tokens or self.max_tokens or default_tokens

@@ -8,6 +8,9 @@ it, within float32 rounding).
 
 Loops throughout, not slice assignments or array expressions: numba takes seconds to compile
 each of those, and these compile in the first generation of a process (`generate.warm_up`).
+Its LayerNorm and GELU are its own, on one row, not engine/kernels.py's over rows: calling
+those (nine arguments, 2-D views of the row) made a token's step a fifth slower
+(benchmarks/RESULTS.md, 2026-12-04).
 """
 
 import math

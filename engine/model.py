@@ -4,10 +4,10 @@ Token + learned position embeddings, pre-LayerNorm blocks (causal multi-head sel
 with an output projection, then a GELU MLP), a final LayerNorm, and an output layer tied to
 the token embedding. Weights are stored as (in, out) so every linear layer is `x @ w + b`.
 
-Training calls `loss_and_grads`; generation calls `forward_cached` with a `KVCache`.
-The element-wise layers come from `ops`: for training on the CPU engine/kernels.py (fused
-numba kernels), under CuPy or with CLLM_KERNELS=0 engine/layers.py (plain array code, the
-reference), which generation always uses.
+Training calls `loss_and_grads`, evaluation `loss_only`; generation calls `forward_cached`
+with a `KVCache`. The element-wise layers come from `ops`: for training and evaluation on
+the CPU engine/kernels.py (fused numba kernels), under CuPy or with CLLM_KERNELS=0
+engine/layers.py (plain array code, the reference), which generation's prompt uses.
 """
 
 from __future__ import annotations
@@ -160,10 +160,11 @@ def loss_and_grads(params, config: GPTConfig, idx, targets, normalizer=None, ops
     return loss, {name: grads[name] for name in params}
 
 
-def loss_only(params, config: GPTConfig, idx, targets) -> float:
-    """Mean token loss without the backward pass (evaluation)."""
-    logits = forward_cached(params, config, idx, KVCache(config, idx.shape[0], params["wte"].dtype))
-    loss, _ = layers.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+def loss_only(params, config: GPTConfig, idx, targets, ops=ops) -> float:
+    """Mean token loss without the backward pass (evaluation), on training's layers."""
+    cache = KVCache(config, idx.shape[0], params["wte"].dtype)
+    logits = forward_cached(params, config, idx, cache, ops=ops)
+    loss, _ = ops.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                 targets.size)
     return loss
 

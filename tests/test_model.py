@@ -139,8 +139,8 @@ def test_cached_forward_matches_the_full_forward(ops):
     pieces = [forward_cached(params, TINY, idx[:, :3], cache, ops)]
     pieces += [forward_cached(params, TINY, idx[:, t : t + 1], cache, ops) for t in range(3, 6)]
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, rtol=1e-10, atol=1e-12)
-    loss, _ = loss_and_grads(params, TINY, idx, idx)
-    assert loss_only(params, TINY, idx, idx) == pytest.approx(loss, rel=1e-12)
+    loss, _ = loss_and_grads(params, TINY, idx, idx, ops=ops)
+    assert loss_only(params, TINY, idx, idx, ops=ops) == pytest.approx(loss, rel=1e-12)
 
 
 @pytest.mark.parametrize("dtype, tolerance", [(np.float64, 1e-10), (np.float32, 1e-4)])
