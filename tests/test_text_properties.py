@@ -1,44 +1,27 @@
 """Property tests of each text step (text/) on generated inputs up to 1 MB: long runs of one
 character, repeated lines, punctuation runs, tiny and huge words, mixed scripts, controls,
 combining marks, hostile HTML and broken PDF files (text/bait.py has the named cases; each
-is also an explicit example at 1 MB).
-
-The bound. Every test asserts a bound on the step's output that does not depend on the
-machine: sizes and counts, and the two quantities that drive a known super-linear cost, the
-combining marks in a row after normalize_text (Unicode normalisation sorts them) and the
-attributes of a parsed tag (libxml2 compares each with the others). The work itself cannot be
-counted: the super-linear risks are inside C code (the `re` engine, unicodedata, lxml), which
-offers no step counter, and a timed assertion would only measure the machine. So a hang
-guard stands in for it (`hang_guard`): a test still running after GUARD_S seconds ends the
-run with every thread's stack, generous for a busy machine and far below what a quadratic
-step needs on these inputs (the old alphabetic filter: hours on 300 KB; NFC on 1 MB of
-combining marks: 14 to 60 minutes; libxml2 on 400 KB of attributes in one tag: 44 s, here
-capped at 3,000 attributes so that an escaped tag shows as a count, not a wait). The seconds
-per MB are measured in benchmarks/text_steps.py and recorded in benchmarks/RESULTS.md.
+is also an explicit example at 1 MB). The inputs, the bound each test asserts and the hang
+guard that stands in for a bound on the work: tests/propertykit.py. Dedup's:
+tests/test_dedup_properties.py.
 """
 
 from __future__ import annotations
 
-import faulthandler
 import hashlib
-import os
 import re
 import unicodedata
-import zlib
-from pathlib import Path
 
 import numpy as np
-import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from propertykit import (BAIT_TEXTS, MB, PARAGRAPHS, PROPERTY, UNITS, hang_guard,  # noqa: F401
+                         real_stderr, texts, unit, with_bait)  # hang_guard: autouse
 from trafilatura.utils import load_html
 
-from core.db import Database
 from crawler.config import CrawlConfig
 from crawler.steps import quality_steps
 from text import bait
-from text.dedup import (METADATA, SHINGLE, Dedup, DedupIndex, banding, shingle_hashes,
-                        signature_of)
 from text.document import Document, Drop, split_at_blank_lines
 from text.language import MAX_CHARS, identify, known_languages
 from text.pii import PLACEHOLDERS, scrub
@@ -51,64 +34,6 @@ from text.extract import (
     normalize_text,
 )
 from text.quality import BOILERPLATE_LINE, Reading, Share
-
-MB = 1_000_000
-TEXT = Path(__file__).resolve().parent.parent / "data" / "text"
-PROSE = (TEXT / "milton/areopagitica.txt").read_text(encoding="utf-8")
-PARAGRAPHS = [p for p in PROSE.split("\n\n") if len(p) > 200][:40]
-
-GUARD_S = 240  # the hang guard (see above)
-
-
-@pytest.fixture(scope="session")
-def real_stderr(pytestconfig):
-    """The terminal's stderr, not pytest's capture of it (lost when the process ends)."""
-    capture = pytestconfig.pluginmanager.getplugin("capturemanager")  # None under -p no:capture
-    if capture:
-        capture.suspend_global_capture()
-    try:
-        stream = os.fdopen(os.dup(2), "w")
-    finally:
-        if capture:
-            capture.resume_global_capture()
-    yield stream
-    stream.close()
-
-
-@pytest.fixture(autouse=True)
-def hang_guard(real_stderr):
-    """Print every thread's stack and end the run if a test takes GUARD_S seconds. Not
-    pytest-timeout: its signal and its timer thread both wait for the GIL, which a regex
-    or a normalisation running in C keeps; faulthandler's watchdog is a thread of C."""
-    faulthandler.dump_traceback_later(GUARD_S, exit=True, file=real_stderr)
-    yield
-    faulthandler.cancel_dump_traceback_later()
-PROPERTY = settings(max_examples=12, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.large_base_example])
-
-# Units a text is made of: the named bait, hostile characters, prose, anything.
-UNITS = [unit for prefix, unit in bait.TEXT_UNITS.values() if unit] + [
-    "-", ".", "'", "\u2019", "#", "\u2026", " ", "\t", "\n\n", "\r\n", "\r", "\x07", "\x1b",
-    "\x7f", "\ufeff", "\u2028", "\u0344", "\u0301", "e\u0301", "\x00\u0301", "the ", "word. ",
-    "Sign up. ", "\U0001f600"]
-unit = st.one_of(st.sampled_from(UNITS), st.sampled_from(PARAGRAPHS), st.text(min_size=1,
-                                                                             max_size=8))
-# A run: a unit repeated to a drawn length, built in one multiplication whatever the size.
-run = st.builds(bait.repeat, unit, st.integers(0, MB))
-texts = st.lists(run, min_size=1, max_size=4).map(lambda runs: "".join(runs)[:MB])
-BAIT_TEXTS = {name: bait.text_bait(name, MB) for name in bait.TEXT_UNITS} | {
-    name: bait.repeat(pii, MB) for name, pii in bait.PII_UNITS.items()}
-
-
-def with_bait(*rest, only=tuple(bait.TEXT_UNITS)):
-    """The test also on each named bait text of 1 MB (then `rest`), every run."""
-    def decorate(test):
-        for name in only:
-            test = example(BAIT_TEXTS[name], *rest)(test)
-        return test
-    return decorate
-
 
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\ufeff]")  # tab and CR too
 
@@ -300,75 +225,6 @@ def test_extract_pdf_never_raises_on_a_broken_file(name, mutations):
         assert extracted.text and normalize_text(extracted.text) == extracted.text
     if name == "good" and not mutations:
         assert extracted.text == "A page of plain prose.\n\nAnd a second page."
-
-
-def reference_shingles(text: str) -> set[int]:
-    """One shingle at a time in Python, as the definition reads (a text of fewer words
-    than a shingle is one shingle)."""
-    ids = [zlib.crc32(w.encode()) for w in re.findall(r"\w+", text.lower())]
-    windows = [ids[i:i + SHINGLE] for i in range(max(1, len(ids) - SHINGLE + 1))]
-    out = set()
-    for window in windows:
-        h = 0
-        for i in window:
-            h = (h * 1_000_003 + i) % 2**64
-        out.add(h & 0xFFFFFFFF)
-    return out
-
-
-@PROPERTY
-@given(texts.map(lambda t: t[:5000]))
-def test_shingle_hashes_match_their_definition(text):
-    assert set(shingle_hashes(text).tolist()) == reference_shingles(text)
-
-
-@PROPERTY
-@given(texts, st.sampled_from([16, 64, 128, 256]))
-@with_bait(64, only=["prose", "distinct words", "many tiny words"])
-def test_the_signature_is_datasketchs_minhash(text, num_perm):
-    from datasketch import MinHash
-
-    reference = MinHash(num_perm=num_perm, scheme="affine32", hashfunc=int)
-    reference.update_batch(shingle_hashes(text).tolist())
-    assert np.frombuffer(signature_of(text, num_perm), np.uint64).tolist() == \
-        reference.hashvalues.tolist()
-
-
-@pytest.mark.parametrize("num_perm", [16, 64, 128, 256])
-def test_the_banding_is_datasketchs(num_perm):
-    from datasketch import MinHashLSH
-
-    for threshold in np.arange(0.05, 1.0, 0.05):
-        try:
-            lsh = MinHashLSH(threshold=float(threshold), num_perm=num_perm)
-        except ValueError:  # datasketch refuses a single band; a single band works here
-            continue
-        assert banding(float(threshold), num_perm) == (lsh.b, lsh.r), threshold
-
-
-def new_index() -> DedupIndex:
-    return DedupIndex(Database("", Path(":memory:"), METADATA), num_perm=64, threshold=0.8)
-
-
-@PROPERTY
-@given(texts)
-@with_bait(only=["prose", "punctuation run", "one huge word", "many tiny words",
-                 "distinct words", "repeated line", "mixed scripts"])
-def test_dedup_marks_copies_and_bounds_its_signature(text):
-    hashes = shingle_hashes(text)
-    n_words = len(re.findall(r"\w+", text.lower()))
-    # The bound: one hash per shingle at most, a signature of num_perm values whatever the text
-    assert 1 <= len(hashes) <= max(1, n_words - SHINGLE + 1)
-    assert np.all(np.diff(hashes.astype(np.int64)) > 0) and int(hashes.max()) < 2**32
-    assert len(signature_of(text, 64)) == 64 * 8
-    step = Dedup(new_index())
-    doc = Document(text=text, doc_id=hashlib.sha256(text.encode()).hexdigest())
-    assert step(doc) is doc
-    for doc_id, reason in ((doc.doc_id, "duplicate_exact"), ("another id", "duplicate_near")):
-        with pytest.raises(Drop) as drop:
-            step(Document(text=text, doc_id=doc_id))
-        assert drop.value.reason == reason
-    assert list(step.index.claimed) == [doc.doc_id]  # the one claim, the copies refused
 
 
 @PROPERTY

@@ -2,7 +2,7 @@
 on which a super-linear implementation shows (a run of punctuation once made the quality
 filters quadratic; a run of combining marks made NFC quadratic). Plain data, no step runs
 here: the benchmark (benchmarks/text_steps.py) times the steps on them, the property tests
-(tests/test_text_properties.py) draw from them, and a hostile test site can serve them.
+(tests/propertykit.py) draw from them, and a hostile test site can serve them.
 
     text_bait("punctuation run", 1_000_000)      # 1 MB of "="
     html_bait("deep nesting", 1_000_000)         # a page of that size

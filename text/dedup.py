@@ -79,7 +79,7 @@ def shingle_hashes(text: str) -> np.ndarray:
 # MinHash and its banding are datasketch's ("affine32" permutations, seed 1; the bands and
 # rows that minimise false positives plus false negatives), written out here because
 # importing datasketch imports SciPy for that one integral: 50 MB and most of a second in
-# every crawl process. tests/test_text_properties.py holds them equal to datasketch's.
+# every crawl process. tests/test_dedup_properties.py holds them equal to datasketch's.
 @functools.cache
 def _permutations(num_perm: int) -> tuple[np.ndarray, np.ndarray]:
     gen = np.random.RandomState(1)
