@@ -44,6 +44,8 @@ REDIRECT_MAX_TIMES = 10
 TWISTED_DNS_RESOLVER = "crawler.guard.GuardedResolver"
 # http and https only: no file://, data:, s3:// or ftp:// whatever a page links to.
 DOWNLOAD_HANDLERS = {"file": None, "data": None, "s3": None, "ftp": None}
+# A site's concurrency held with no delay too (Scrapy's own let a whole queue through).
+DOWNLOADER = "crawler.downloader.Downloader"
 # The spider applies max_depth and max_url_length itself, and counts what they skip.
 DEPTH_LIMIT = 0
 SPIDER_MIDDLEWARES = {"scrapy.spidermiddlewares.urllength.UrlLengthMiddleware": None}

@@ -40,3 +40,13 @@ def shard_rows(home: Path) -> list[dict]:
     for path in sorted(home.glob("shards/*/part-*.parquet")):
         rows += pq.read_table(path).to_pylist()
     return rows
+
+
+def overlap(timings: list[tuple[str, float, float]]) -> int:
+    """The most requests a SiteServer was answering at one time, from its `timings`."""
+    events = sorted([(s, 1) for _, s, _ in timings] + [(e, -1) for _, _, e in timings])
+    most = now = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most

@@ -19,7 +19,7 @@ import redis
 
 from core.net import free_port
 from crawler.fleet import Fleet
-from crawlkit import CLLM, SITE, SiteServer, cllm_env, crawl
+from crawlkit import CLLM, SITE, SiteServer, cllm_env, crawl, overlap
 from pipeline.services import Redis
 
 pytestmark = pytest.mark.slow
@@ -64,14 +64,6 @@ def assert_crawled_once(home, reports: list[dict], expected: list[str]) -> None:
 DUPLICATES = ["print", "editions"]
 
 
-def overlap(timings) -> int:
-    """The most requests the site was answering at one time."""
-    events = sorted([(s, 1) for _, s, _ in timings] + [(e, -1) for _, _, e in timings])
-    most = now = 0
-    for _, step in events:
-        now += step
-        most = max(most, now)
-    return most
 
 
 def doc_ids(home) -> list[str]:

@@ -15,7 +15,8 @@ import pytest
 
 from core.catalog import Catalog
 from core.shards import SCHEMA
-from crawlkit import FAST, SITE, SITE_UPDATE, SiteServer, crawl, shard_rows
+from crawler.config import CrawlConfig
+from crawlkit import FAST, SITE, SITE_UPDATE, SiteServer, crawl, overlap, shard_rows
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +52,7 @@ def first(tmp_path_factory):
     report, result = crawl(home, "--seeds", server.url)
     yield {"root": root, "server": server, "home": home, "report": report, "log": result.stderr,
            "docs": shard_rows(home), "requested": list(server.requested),
-           "bytes": server.bytes_sent}
+           "timings": list(server.timings), "bytes": server.bytes_sent}
     server.close()
 
 
@@ -69,6 +70,13 @@ def test_the_site_gives_the_expected_documents(first):
     assert report["errors"] == {"http_404": 2}  # the site's two broken "print" links
     assert report["finish_reason"] == "finished" and report["pages_per_second"] > 0
     assert '"event": "crawl_progress"' in first["log"]  # progress while crawling
+
+
+def test_the_site_has_at_most_its_concurrency_of_requests_with_no_delay(first):
+    """These crawls run with `[crawl] delay = 0`: the site still never had more than
+    `concurrency_per_domain` (2) of them at once. Scrapy's own downloader let a site's whole
+    queue through under asyncio (crawler/downloader.py)."""
+    assert overlap(first["timings"]) <= CrawlConfig().concurrency_per_domain
 
 
 def test_the_disallowed_path_is_never_requested(first):
