@@ -298,22 +298,32 @@ def test_two_crawls_of_one_site_on_one_postgres_keep_each_document_once(tmp_path
     postgres.create("twocrawls")
     server = SiteServer([SITE])
     env = {"CLLM_DATABASE_URL": url}
+    reports = {}
+
+    def run(name: str) -> None:
+        reports[name], _ = crawl(tmp_path / name, "--seeds", server.url, "--crawl-id", name,
+                                 env=env)
+
     try:
-        runs = [threading.Thread(target=crawl, args=(tmp_path / name, "--seeds", server.url,
-                                                     "--crawl-id", name), kwargs={"env": env})
-                for name in ("one", "two")]
-        for run in runs:
-            run.start()
-        for run in runs:
-            run.join()
+        runs = [threading.Thread(target=run, args=(name,)) for name in ("one", "two")]
+        for thread in runs:
+            thread.start()
+        for thread in runs:
+            thread.join()
     finally:
         server.close()
     docs = shard_rows(tmp_path / "one") + shard_rows(tmp_path / "two")
     assert len({d["doc_id"] for d in docs}) == len(docs)
     urls = {path_of(d["url"]) for d in docs}
     assert len(urls & SAME_TEXT) == 1 and urls - SAME_TEXT == text_pages(SITE) - SAME_TEXT
-    with Catalog(tmp_path / "one", url) as catalog:
-        assert {s.crawl_id for s in catalog.list_shards()} == {"one", "two"}
+    # Both crawled every page; which one keeps a document is a race (one may keep them all)
+    assert sum(r["docs_written"] for r in reports.values()) == len(docs)
+    for report in reports.values():
+        duplicates = report["duplicates_exact"] + report["duplicates_near"]
+        assert report["docs_written"] + duplicates >= len(docs)
+    writers = {name for name, report in reports.items() if report["docs_written"]}
+    with Catalog(tmp_path / "one", url) as catalog:  # one catalog for both homes
+        assert {s.crawl_id for s in catalog.list_shards()} == writers
     assert not list(tmp_path.glob("*/catalog.sqlite"))
     assert not list(tmp_path.glob("*/crawl/*.sqlite"))
 
