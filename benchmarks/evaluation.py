@@ -27,7 +27,7 @@ from engine import kernels, layers  # noqa: E402
 from engine.config import GPTConfig  # noqa: E402
 from engine.model import init_params, loss_only  # noqa: E402
 
-CONFIG = GPTConfig(vocab_size=4096, block_size=128, n_layer=4, n_head=4, n_embd=256)
+CONFIG = GPTConfig()  # the pipeline's default model: the mid shape
 BATCH = 16
 
 

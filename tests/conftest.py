@@ -1,6 +1,7 @@
 """The fixtures every test module may use (an empty home, the demo site, an empty registry),
 and running the real `cllm` command line as a subprocess."""
 
+import faulthandler
 import os
 import subprocess
 import sys
@@ -118,3 +119,31 @@ def database_url(request):
     name = f"t{uuid.uuid4().hex[:12]}"
     server.create(name)
     return server.url(name, driver="postgresql")
+
+
+GUARD_S = 240  # the hang guard: see tests/propertykit.py for why and why so long
+
+
+@pytest.fixture(scope="session")
+def real_stderr(pytestconfig):
+    """The terminal's stderr, not pytest's capture of it (lost when the process ends)."""
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")  # None under -p no:capture
+    if capture:
+        capture.suspend_global_capture()
+    try:
+        stream = os.fdopen(os.dup(2), "w")
+    finally:
+        if capture:
+            capture.resume_global_capture()
+    yield stream
+    stream.close()
+
+
+@pytest.fixture
+def hang_guard(real_stderr):
+    """Print every thread's stack and end the run if a test takes GUARD_S seconds. Not
+    pytest-timeout: its signal and its timer thread both wait for the GIL, which a regex
+    or a normalisation running in C keeps; faulthandler's watchdog is a thread of C."""
+    faulthandler.dump_traceback_later(GUARD_S, exit=True, file=real_stderr)
+    yield
+    faulthandler.cancel_dump_traceback_later()

@@ -8,8 +8,8 @@ combining marks in a row after normalize_text (Unicode normalisation sorts them)
 attributes of a parsed tag (libxml2 compares each with the others). The work itself cannot be
 counted: the super-linear risks are inside C code (the `re` engine, unicodedata, lxml), which
 offers no step counter, and a timed assertion would only measure the machine. So a hang
-guard stands in for it (`hang_guard`, autouse in the modules that import it): a test still
-running after GUARD_S seconds ends the run with every thread's stack, generous for a busy
+guard stands in for it (tests/conftest.py's `hang_guard`, which both modules use): a test
+still running after GUARD_S seconds ends the run with every thread's stack, generous for a busy
 machine and far below what a quadratic step needs on these inputs (the old alphabetic
 filter: hours on 300 KB; NFC on 1 MB of combining marks: 14 to 60 minutes; libxml2 on 400 KB
 of attributes in one tag: 44 s, here capped at 3,000 attributes so that an escaped tag shows
@@ -19,11 +19,8 @@ recorded in benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
-import faulthandler
-import os
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, example, settings
 from hypothesis import strategies as st
 
@@ -34,32 +31,6 @@ TEXT = Path(__file__).resolve().parent.parent / "data" / "text"
 PROSE = (TEXT / "milton/areopagitica.txt").read_text(encoding="utf-8")
 PARAGRAPHS = [p for p in PROSE.split("\n\n") if len(p) > 200][:40]
 
-GUARD_S = 240  # the hang guard (see above)
-
-
-@pytest.fixture(scope="session")
-def real_stderr(pytestconfig):
-    """The terminal's stderr, not pytest's capture of it (lost when the process ends)."""
-    capture = pytestconfig.pluginmanager.getplugin("capturemanager")  # None under -p no:capture
-    if capture:
-        capture.suspend_global_capture()
-    try:
-        stream = os.fdopen(os.dup(2), "w")
-    finally:
-        if capture:
-            capture.resume_global_capture()
-    yield stream
-    stream.close()
-
-
-@pytest.fixture(autouse=True)
-def hang_guard(real_stderr):
-    """Print every thread's stack and end the run if a test takes GUARD_S seconds. Not
-    pytest-timeout: its signal and its timer thread both wait for the GIL, which a regex
-    or a normalisation running in C keeps; faulthandler's watchdog is a thread of C."""
-    faulthandler.dump_traceback_later(GUARD_S, exit=True, file=real_stderr)
-    yield
-    faulthandler.cancel_dump_traceback_later()
 PROPERTY = settings(max_examples=12, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.large_base_example])
@@ -85,5 +56,3 @@ def with_bait(*rest, only=tuple(bait.TEXT_UNITS)):
             test = example(BAIT_TEXTS[name], *rest)(test)
         return test
     return decorate
-
-

@@ -64,8 +64,6 @@ def assert_crawled_once(home, reports: list[dict], expected: list[str]) -> None:
 DUPLICATES = ["print", "editions"]
 
 
-
-
 def doc_ids(home) -> list[str]:
     return [d for p in sorted(home.glob("shards/*/part-*.parquet"))
             for d in pq.read_table(p, columns=["doc_id"]).column("doc_id").to_pylist()]

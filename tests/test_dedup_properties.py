@@ -14,12 +14,14 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from propertykit import PROPERTY, hang_guard, real_stderr, texts, with_bait  # noqa: F401
+from propertykit import PROPERTY, texts, with_bait
 
 from core.db import Database
 from text.dedup import (METADATA, SHINGLE, Dedup, DedupIndex, banding, shingle_hashes,
                         signature_of)
 from text.document import Document, Drop
+
+pytestmark = pytest.mark.usefixtures("hang_guard")  # the hang guard: tests/conftest.py
 
 
 def reference_shingles(text: str) -> set[int]:

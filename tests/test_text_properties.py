@@ -13,10 +13,10 @@ import re
 import unicodedata
 
 import numpy as np
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from propertykit import (BAIT_TEXTS, MB, PARAGRAPHS, PROPERTY, UNITS, hang_guard,  # noqa: F401
-                         real_stderr, texts, unit, with_bait)  # hang_guard: autouse
+from propertykit import BAIT_TEXTS, MB, PARAGRAPHS, PROPERTY, UNITS, texts, unit, with_bait
 from trafilatura.utils import load_html
 
 from crawler.config import CrawlConfig
@@ -34,6 +34,8 @@ from text.extract import (
     normalize_text,
 )
 from text.quality import BOILERPLATE_LINE, Reading, Share
+
+pytestmark = pytest.mark.usefixtures("hang_guard")  # the hang guard: tests/conftest.py
 
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\ufeff]")  # tab and CR too
 
