@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.metadata import version
@@ -135,6 +136,30 @@ def text_row(text: str, crawl_id: str, url: str, title: str = "") -> dict:
             "fetched_at": datetime.now(timezone.utc),
             "http_status": 200, "content_type": "text/plain", "n_chars": len(text),
             "crawl_id": crawl_id}
+
+
+class _NoPandas:
+    """An import finder that refuses pandas."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name == "pandas":
+            raise ImportError("pandas is not for this process")
+
+
+def without_pandas() -> None:
+    """Have pyarrow take this process's rows without looking for pandas objects among them.
+    Its first conversion of Python objects imports pandas only to recognise its types: 40 MB
+    and 0.2 s a process, where a crawl hands it none. pandas stays importable, and pyarrow
+    imports it after all on the first `to_pandas()`. For a process that never makes pandas
+    objects (the crawl); a no-op where pandas is imported already."""
+    if "pandas" in sys.modules:
+        return
+    sys.meta_path.insert(0, _NoPandas)  # pyarrow's one try fails, and it goes without
+    try:
+        pa.array([], pa.string())
+    finally:
+        sys.meta_path.remove(_NoPandas)
 
 
 def write_shard(path: Path, rows: list[dict], schema: pa.Schema = SCHEMA) -> ShardInfo:

@@ -39,6 +39,7 @@ from core.catalog import Catalog
 from core.errors import UserError
 from core.home import Home
 from core.locks import FileLock
+from core.shards import without_pandas
 from crawler.config import CrawlConfig, scrapy_settings
 from crawler.fleet import Fleet, connect
 from crawler.guard import NetworkPolicy, check_seeds
@@ -99,6 +100,7 @@ def crawl(seeds: list[str], home: str | os.PathLike, crawl: CrawlConfig,
         if fleet is None:
             settings.set("JOBDIR", str(job.jobdir), priority="cmdline")
         process_id = settings.get("CLLM_PROCESS", "")
+        without_pandas()  # a crawl hands pyarrow no pandas objects: 40 MB less
         process = CrawlerProcess(settings)
         crawler = process.create_crawler(SiteSpider)
         process.crawl(crawler, seeds=job.seeds, allowed_domains=job.allowed_domains)

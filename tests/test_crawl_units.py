@@ -4,6 +4,10 @@ steps outside a crawl, the crawl state, the shard writer and the shard catalog."
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -180,6 +184,29 @@ def test_the_shard_writer_rotates_by_size_and_renames_complete_files(tmp_path):
     writer.add(rows(1, 30)[0])
     writer.close()
     assert committed[-1].path.name == "part-00004.parquet"
+
+
+def test_a_process_without_pandas_writes_shards_and_still_has_pandas_when_asked(tmp_path):
+    """What the crawl does (crawler/run.py): pyarrow writes its shards without importing
+    pandas (40 MB a process), and imports it after all for a `to_pandas()`."""
+    script = f"""
+import sys
+from pathlib import Path
+import pyarrow.parquet as pq
+from core.shards import ShardWriter, without_pandas
+from test_crawl_units import rows
+without_pandas()
+shards = []
+writer = ShardWriter(Path({str(tmp_path)!r}), 1 << 20, 10, shards.append)
+for row in rows(25):
+    writer.add(row)
+writer.close()
+print("pandas" in sys.modules, len(pq.read_table(shards[0].path).to_pandas()))
+"""
+    tests = Path(__file__).resolve().parent
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=os.environ | {"PYTHONPATH": f"{tests.parent}:{tests}"})
+    assert result.stdout.split() == ["False", "25"], result.stderr
 
 
 def test_the_catalog_marks_shards_consumed_all_or_nothing(tmp_path, database_url):
