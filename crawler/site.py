@@ -18,6 +18,7 @@ import argparse
 import collections
 import functools
 import os
+import socket
 import threading
 import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -45,7 +46,11 @@ class _Counted:
 class _OverlayHandler(SimpleHTTPRequestHandler):
     """Files with a Last-Modified and an ETag (size and modification time, as nginx), and
     304 Not Modified to a request that names the current ones (If-None-Match first; the
-    standard library answers If-Modified-Since); every GET's start and end on record."""
+    standard library answers If-Modified-Since); every GET's start and end on record.
+    Connections are kept alive, as real servers keep them (the standard library's HTTP/1.0
+    would cost a client a TCP connection a page)."""
+
+    protocol_version = "HTTP/1.1"
 
     def __init__(self, *args, roots: list[Path], requested: list[str],
                  timings: list[tuple[str, float, float]], clients: collections.Counter,
@@ -58,6 +63,13 @@ class _OverlayHandler(SimpleHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.wfile = _Counted(self.wfile, self.server)
+        with self.server.lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.lock:
+            self.server.connections.discard(self.connection)
+        super().finish()
 
     def do_GET(self):
         start = time.monotonic()
@@ -107,6 +119,7 @@ class SiteServer:
                                     timings=self.timings, clients=self.clients)
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.bytes_sent, self.httpd.lock = 0, threading.Lock()
+        self.httpd.connections = set()  # open ones: closed with the server
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
@@ -124,7 +137,14 @@ class SiteServer:
         self.roots.insert(0, Path(root).resolve())
 
     def close(self) -> None:
+        """Stop answering, on the connections kept alive too."""
         self.httpd.shutdown()
+        with self.httpd.lock:
+            for connection in self.httpd.connections:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:  # closed by the client meanwhile
+                    pass
         self.httpd.server_close()
 
 
