@@ -28,7 +28,6 @@ from machine import append_to_results, code_version, machine
 sys.path.insert(0, str(ROOT))
 
 import trafilatura  # noqa: E402
-import trafilatura.xpaths  # noqa: E402
 from trafilatura.utils import load_html  # noqa: E402
 
 from core.warc import Fetched, WarcFile  # noqa: E402
@@ -47,12 +46,11 @@ AS_SHIPPED = "trafilatura alone, as it ships (its own parse)"
 
 def as_shipped(html: str, url: str):
     """trafilatura with its own XPath expressions, not text/discard.py's."""
-    listed = trafilatura.xpaths.OVERALL_DISCARD_XPATH
-    ours, listed[:] = list(listed), discard.TRAFILATURA
+    discard.restore()
     try:
         return trafilatura.bare_extraction(html, url, **TRAFILATURA_OPTIONS)
     finally:
-        listed[:] = ours
+        discard.install()
 
 
 def one_pass(files: list[Path], home: Path) -> collections.Counter:
@@ -126,7 +124,7 @@ def main() -> None:
                sorted(ms.items(), key=lambda item: -item[1])],
              f"| **all of the above** | **{ours:.2f}** |",
              f"| trafilatura alone, from the page's text, as it ships | {shipped:.2f} |",
-             f"| trafilatura alone, its discard expressions in Python (text/discard.py) | "
+             f"| trafilatura alone, its pruning expressions in Python (text/discard.py) | "
              f"{alone:.2f} |", "",
              f"These stages: {ours / shipped:.2f}x trafilatura as it ships (Scrapy, the "
              f"workers' messages and the shard writer not included). text/discard.py makes "

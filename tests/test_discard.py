@@ -1,6 +1,7 @@
-"""text/discard.py: trafilatura's boilerplate expressions in Python select exactly what its
-XPath does, on generated trees that bring out each rule (attribute order, missing and empty
-attributes, comments) and on the trees trafilatura itself makes of a real site."""
+"""text/discard.py: trafilatura's pruning expressions in Python select exactly what its XPath
+does, on generated trees that bring out each rule (attribute order, missing and empty
+attributes, comments, upper-case and namespaced tags) and on the trees trafilatura itself
+makes of a real site."""
 
 from __future__ import annotations
 
@@ -16,21 +17,28 @@ from lxml import etree
 from text import discard
 from text.extract import TRAFILATURA_OPTIONS, Extract
 
+TRAFILATURA = [discard.TRAFILATURA[t.listed, t.index] for t in discard.TRANSLATIONS]
+
 PYDOC = Path("/usr/share/doc/python3.11/html")
-XPATHS = discard.TRAFILATURA
+LISTS = sorted({t.listed for t in discard.TRANSLATIONS})
 
 ATTRIBUTES = ["id", "class", "style", "role", "data-component", "data-lp-replacement-content",
               "aria-hidden", "href"]
-# Pieces of the tokens of both expressions and near misses, joined into attribute values
+# Pieces of the tokens of the expressions and near misses, joined into attribute values
 PIECES = ["", " ", "nav", "Nav", "NAV", "navigation", "menu", "share", "^shar", "shared",
           "cookie", "Cookie", "hidden", "hide-", "-hide-", " hide", "display:none",
           "display: none", "display:block", "reply-", "comments-title", "ad-", " ad ", "bad-ad",
           "true", "false", "MostPopularStories", "widget", "footer", "author", "x", "main",
-          "content", "sidebar", "bar", "meta", "embed"]
-TAGS = ["div", "item", "list", "p", "section", "span", "a", "ul", "article", "head", "main"]
+          "content", "sidebar", "bar", "meta", "embed", "teaser", "Teaser", "TEASER",
+          "caption", "Caption", "comment", "Comment", "commentary", "comol", "post-comments",
+          "disqus_thread", "mvp-post-add-box", "infinite-scroll", "infinitescroll",
+          "elementor-share-buttons"]
+TAGS = ["div", "item", "list", "p", "section", "span", "a", "ul", "ol", "details", "aside",
+        "article", "h1", "head", "main", "DIV", "{urn:x}div"]
 
 value = st.lists(st.sampled_from(PIECES), max_size=3).map("".join)
-attributes = st.lists(st.tuples(st.sampled_from(ATTRIBUTES), value), max_size=4,
+name = st.one_of(st.sampled_from(["id", "class"]), st.sampled_from(ATTRIBUTES))  # id, class: most
+attributes = st.lists(st.tuples(name, value), max_size=4,
                       unique_by=lambda pair: pair[0])  # in the order drawn: the tag's order
 node = st.tuples(st.sampled_from(TAGS + ["<comment>"]), attributes)
 
@@ -52,54 +60,65 @@ def tree_of(nodes: list[tuple[str, list]], shape: list[int]) -> etree._Element:
 
 
 @pytest.fixture
-def expressions():
-    """trafilatura's list of the two, put back as it was after the test."""
-    listed = trafilatura.xpaths.OVERALL_DISCARD_XPATH
-    before = list(listed)
-    yield listed
-    listed[:] = before
+def lists():
+    """trafilatura's lists of the expressions, put back as they were after the test."""
+    before = {name: list(getattr(trafilatura.xpaths, name)) for name in LISTS}
+    yield {name: getattr(trafilatura.xpaths, name) for name in LISTS}
+    for name, expressions in before.items():
+        getattr(trafilatura.xpaths, name)[:] = expressions
 
 
-@settings(max_examples=300, deadline=None, database=None)
+@settings(max_examples=600, deadline=None, database=None)
 @given(st.lists(node, min_size=1, max_size=30), st.lists(st.integers(0, 1000), min_size=30,
                                                           max_size=30))
 def test_the_python_expressions_select_what_the_xpath_does(nodes, shape):
     tree = tree_of(nodes, shape)
-    for xpath, python in zip(XPATHS, discard.python_expressions(XPATHS), strict=True):
-        assert python(tree) == xpath(tree), etree.tostring(tree)
+    for translation, xpath in zip(discard.TRANSLATIONS, TRAFILATURA):
+        assert translation.python(xpath)(tree) == xpath(tree), \
+            (translation.listed, translation.index, etree.tostring(tree))
 
 
 @pytest.mark.skipif(not (PYDOC / "index.html").is_file(),
                     reason="needs Debian's python3.11-doc: apt-get install -y python3.11-doc")
-def test_on_a_real_site_every_call_trafilatura_makes_gets_the_xpaths_answer(expressions):
+def test_on_a_real_site_every_call_trafilatura_makes_gets_the_xpaths_answer(lists):
     """Beside each of trafilatura's own calls, during extraction of every fifth page."""
-    pythons = discard.python_expressions(XPATHS)
-    calls = []
+    found = {}
 
-    def both(i):
+    def both(translation, xpath):
+        python = translation.python(xpath)
+
         def expression(tree):
-            expected = XPATHS[i](tree)
-            assert pythons[i](tree) == expected
-            calls.append(len(expected))
+            expected = xpath(tree)
+            assert python(tree) == expected, (translation.listed, translation.index)
+            found.setdefault(translation, []).append(len(expected))
             return expected
         return expression
 
-    expressions[:] = [both(i) for i in range(len(XPATHS))]
+    for translation, xpath in zip(discard.TRANSLATIONS, TRAFILATURA):
+        lists[translation.listed][translation.index] = both(translation, xpath)
     for page in sorted(PYDOC.rglob("*.html"))[::5]:
         trafilatura.bare_extraction(page.read_text(encoding="utf-8", errors="replace"),
                                     url=page.as_uri(), **TRAFILATURA_OPTIONS)
-    assert len(calls) > 200 and sum(calls) > 20  # elements were found, not only none
+    assert set(found) == set(discard.TRANSLATIONS)  # each was called
+    assert all(len(calls) > 100 for calls in found.values())
+    assert sum(map(sum, found.values())) > 20  # and found elements
 
 
-def test_extraction_installs_them_once_and_keeps_an_expression_it_does_not_know(expressions):
-    expressions[:] = XPATHS
+def test_extraction_installs_them_once_and_keeps_an_expression_it_does_not_know(lists):
+    discard.restore()
     Extract()
     Extract()  # idempotent
-    assert not any(isinstance(e, etree.XPath) for e in expressions)
-    assert all(python is not None for python in discard.python_expressions(XPATHS)), \
-        "trafilatura's OVERALL_DISCARD_XPATH changed: text/discard.py's templates need it"
+    for translation, xpath in zip(discard.TRANSLATIONS, TRAFILATURA):
+        assert translation.python(xpath), \
+            f"trafilatura's {translation.listed}[{translation.index}] changed: " \
+            "text/discard.py's template needs it"
+        assert not isinstance(lists[translation.listed][translation.index], etree.XPath)
 
-    changed = etree.XPath(XPATHS[1].path.replace("display: none", "display : none"))
-    expressions[:] = [XPATHS[0], changed]
+    discard.restore()
+    hidden = discard.TRAFILATURA["OVERALL_DISCARD_XPATH", 1]
+    changed = etree.XPath(hidden.path.replace("display: none", "display : none"),
+                          namespaces={"re": trafilatura.xpaths.REGEXP_NS})
+    lists["OVERALL_DISCARD_XPATH"][1] = changed
     discard.install()
-    assert expressions[1] is changed and not isinstance(expressions[0], etree.XPath)
+    assert lists["OVERALL_DISCARD_XPATH"][1] is changed
+    assert not isinstance(lists["OVERALL_DISCARD_XPATH"][0], etree.XPath)
