@@ -32,7 +32,7 @@ _REGEX = "'([^']*)'"  # an XPath string literal, in a template's place of {re}: 
 _SECTIONS = ("div", "item", "list", "p", "section", "span")  # trafilatura's own tag names
 
 
-def _first(element, a: str, b: str, value_a: str | None, value_b: str | None) -> str:
+def _first_of(element, a: str, b: str, value_a: str | None, value_b: str | None) -> str:
     """`string(@a|@b)`: the value of whichever attribute comes first in the tag, or ""."""
     if value_a is None or value_b is None:
         return value_a or value_b or ""
@@ -48,6 +48,26 @@ def _select(tags: tuple[str, ...], test: Callable) -> Callable[[object], list]:
     return expression
 
 
+def _first_children(tags: tuple[str, ...], test: Callable) -> Callable[[object], list]:
+    """`.//*[self::tag or ...][test][1]`: of each element's children, the first that passes."""
+    def expression(tree) -> list:
+        found, parents = [], set()
+        for element in tree.iterdescendants(*tags):
+            if test(element) and (parent := element.getparent()) not in parents:
+                parents.add(parent)
+                found.append(element)
+        return found
+    return expression
+
+
+def _first_one(tags: tuple[str, ...], test: Callable) -> Callable[[object], list]:
+    """`(.//*[self::tag or ...][test])[1]`: the first that passes, in a list, or []."""
+    def expression(tree) -> list:
+        return next(([element] for element in tree.iterdescendants(*tags) if test(element)),
+                    [])
+    return expression
+
+
 def sections_named(first_of_id_class: re.Pattern, of_id: re.Pattern, of_class: re.Pattern):
     """OVERALL_DISCARD_XPATH[0]: sections named as boilerplate (navigation, sharing, ...)."""
     def test(element) -> bool:
@@ -56,7 +76,7 @@ def sections_named(first_of_id_class: re.Pattern, of_id: re.Pattern, of_class: r
         return bool(get("data-lp-replacement-content") is not None
                     or (role is not None and "nav" in role.replace("N", "n"))
                     or "MostPopularStories" in (get("data-component") or "")
-                    or first_of_id_class.search(_first(element, "id", "class", id_, class_))
+                    or first_of_id_class.search(_first_of(element, "id", "class", id_, class_))
                     or of_id.search(id_ or "") or of_class.search(class_ or ""))
     return _select(_SECTIONS, test)
 
@@ -67,8 +87,8 @@ def hidden(first_of_id_style: re.Pattern, of_id: re.Pattern, of_class: re.Patter
         get = element.get
         id_, class_, style = get("id"), get("class"), get("style")
         return bool(class_ == "comments-title"
-                    or _first(element, "id", "class", id_, class_).startswith("reply-")
-                    or first_of_id_style.search(_first(element, "id", "style", id_, style))
+                    or _first_of(element, "id", "class", id_, class_).startswith("reply-")
+                    or first_of_id_style.search(_first_of(element, "id", "style", id_, style))
                     or (style is not None
                         and ("display:none" in style or "display: none" in style))
                     or of_id.search(id_ or "") or of_class.search(class_ or "")
@@ -121,11 +141,69 @@ def share_buttons():
                    lambda element: "elementor-share-buttons" in (element.get("class") or ""))
 
 
+_BODIES = ("article", "div", "main", "section")
+
+
+def article_bodies(of_id: re.Pattern, of_class: re.Pattern):
+    """BODY_XPATH[0]: containers named as an article's body."""
+    def test(element) -> bool:
+        get = element.get
+        id_, class_ = get("id"), get("class")
+        return bool(class_ in ("post", "entry") or get("itemprop") == "articleBody"
+                    or id_ == "articleContent" or of_id.search(id_ or "")
+                    or of_class.search(class_ or ""))
+    return _first_children(_BODIES, test)
+
+
+def story_body(of_id: re.Pattern, of_class_any_case: re.Pattern, of_class: re.Pattern):
+    """BODY_XPATH[2]: the first container named as a story."""
+    def test(element) -> bool:
+        get = element.get
+        id_, class_ = get("id"), get("class")
+        return bool(get("role") == "article" or id_ in ("article", "story")
+                    or class_ in ("postarea", "art-postcontent", "text", "cell", "story")
+                    or of_id.search(id_ or "") or of_class_any_case.search(class_ or "")
+                    or of_class.search(class_ or ""))
+    return _first_one(_BODIES, test)
+
+
+def main_content(of_id: re.Pattern, of_class: re.Pattern):
+    """BODY_XPATH[3]: the first container named as the main content."""
+    def test(element) -> bool:
+        get = element.get
+        id_, class_ = get("id") or "", get("class") or ""
+        return bool(get("id") == "content" or get("class") == "content" or of_id.search(id_)
+                    or of_class.search(class_)
+                    or "main-content" in id_.replace("C", "c").replace("M", "m")
+                    or "main-content" in class_.replace("C", "c").replace("M", "m")
+                    or "page-content" in class_.replace("C", "c").replace("P", "p"))
+    return _first_one(_BODIES, test)
+
+
+def main_element():
+    """BODY_XPATH[4]: the first container named main, and the first <main>."""
+    def expression(tree) -> list:
+        found, named, main = [], None, None
+        for element in tree.iterdescendants("article", "div", "section", "main"):
+            if element.tag == "main":
+                if main is None:
+                    main = element
+                    found.append(element)
+            elif named is None and any((element.get(name) or "").startswith("main")
+                                       for name in ("class", "id", "role")):
+                named = element
+                found.append(element)
+            if main is not None and named is not None:
+                break
+        return found
+    return expression
+
+
 @dataclass(frozen=True)
 class Translation:
     """One of trafilatura's expressions: its list in trafilatura.xpaths and place there, its
-    text (whitespace collapsed, {re} for each re:test pattern), and the Python equivalent,
-    built from those patterns."""
+    text (whitespace collapsed, {re} for each re:test pattern, {re_i} for one tested with
+    flag 'i'), and the Python equivalent, built from those patterns compiled."""
     listed: str
     index: int
     template: str
@@ -133,13 +211,20 @@ class Translation:
 
     def python(self, expression) -> Callable | None:
         """The Python equivalent of `expression`, or None if it is not the one known."""
-        pattern = re.escape(self.template).replace(re.escape("{re}"), _REGEX)
+        pattern = re.escape(self.template)
+        flags = [re.IGNORECASE if name == "re_i" else 0
+                 for name in re.findall(r"\{(re|re_i)\}", self.template)]
+        for name in ("re_i", "re"):
+            pattern = pattern.replace(re.escape("{" + name + "}"), _REGEX)
         found = re.fullmatch(pattern, " ".join(getattr(expression, "path", "").split()))
-        return self.build(*map(re.compile, found.groups())) if found else None
+        if found is None:
+            return None
+        return self.build(*map(re.compile, found.groups(), flags))
 
 
 _IN_SECTIONS = ("self::div or self::item or self::list or self::p or self::section or "
                 "self::span")
+_IN_BODIES = "self::article or self::div or self::main or self::section"
 TRANSLATIONS = [
     Translation("OVERALL_DISCARD_XPATH", 0, f".//*[{_IN_SECTIONS}][ "
                 "@data-lp-replacement-content or contains(translate(@role, 'N', 'n'), 'nav') "
@@ -164,6 +249,21 @@ TRANSLATIONS = [
                 "re:test(@id, {re}) or re:test(@class, {re})]", appended_articles),
     Translation("RAW_TREE_PRUNE_XPATH", 1, ".//*[self::div or self::section or self::aside]"
                 "[contains(@class, 'elementor-share-buttons')]", share_buttons),
+    Translation("BODY_XPATH", 0, f".//*[{_IN_BODIES}][ @class='post' or @class='entry' or "
+                "@itemprop='articleBody' or @id='articleContent' or re:test(@id, {re}) or "
+                "re:test(@class, {re}) ][1]", article_bodies),
+    Translation("BODY_XPATH", 2, f"(.//*[{_IN_BODIES}][ @role='article' or @id='article' or "
+                "@id='story' or @class='postarea' or @class='art-postcontent' or "
+                "@class='text' or @class='cell' or @class='story' or re:test(@id, {re}) or "
+                "re:test(@class, {re_i}, 'i') or re:test(@class, {re}) ])[1]", story_body),
+    Translation("BODY_XPATH", 3, f"(.//*[{_IN_BODIES}][ @id='content' or @class='content' or "
+                "re:test(@id, {re}) or re:test(@class, {re}) or "
+                "contains(translate(@id, 'CM','cm'), 'main-content') or "
+                "contains(translate(@class, 'CM','cm'), 'main-content') or "
+                "contains(translate(@class, 'CP','cp'), 'page-content') ])[1]", main_content),
+    Translation("BODY_XPATH", 4, "(.//*[self::article or self::div or self::section][ "
+                "starts-with(@class, 'main') or starts-with(@id, 'main') or "
+                "starts-with(@role, 'main')])[1]|(.//main)[1]", main_element),
 ]
 # trafilatura's own expressions, before `install` (tests and benchmarks set them beside ours)
 TRAFILATURA = {(t.listed, t.index): getattr(trafilatura.xpaths, t.listed)[t.index]
