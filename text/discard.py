@@ -1,16 +1,18 @@
 """trafilatura's pruning expressions (`trafilatura.xpaths`) evaluated in Python, with the same
 results: `install()` puts them in trafilatura's lists.
 
-These seven are half of trafilatura's extraction time on real pages. Each element they look
-at costs libxml2 a round of XPath predicates, and lxml one call back into Python for every
-EXSLT `re:test` (4.4 µs an element for OVERALL_DISCARD_XPATH[0] on the Python docs), where
-the same tests written in Python cost a fraction of that.
+These eleven (`TRANSLATIONS`) took half of trafilatura's extraction time on the Python docs.
+Each element they look at costs libxml2 a round of XPath predicates, and lxml one call back
+into Python for every EXSLT `re:test` (4.4 µs an element for OVERALL_DISCARD_XPATH[0]),
+where the same tests written in Python cost a quarter of that or less: extraction runs 1.8x
+as fast (benchmarks/crawl_stages.py).
 
 An expression is replaced only when its text, whitespace aside, is the one written here,
 its regular expressions aside (read from trafilatura's own text, so new tokens are taken as
 they come): any other change keeps trafilatura's own, with a warning. The XPath rules kept:
-`.//*` tests the elements below the tree, never the tree itself, in document order; a
-missing attribute is the empty string; `string(@a|@b)` is whichever of the two comes first
+`.//*` tests the elements below the tree, never the tree itself, in document order;
+`.//*[...][1]` is the first that passes among each element's children, `(.//*[...])[1]` the
+first of all; a missing attribute is the empty string; `string(@a|@b)` is whichever of the two comes first
 in the tag; `@a = 'x'` holds when the attribute is present with that value. lxml's EXSLT
 compiles `re:test` patterns as `re.compile(pattern)` does. tests/test_discard.py sets each
 beside trafilatura's XPath.
