@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from core.warc import Fetched
 from text.document import Document
+
+if TYPE_CHECKING:  # warcio: not for the workers, which import this module for HTML_TYPES
+    from core.warc import Fetched
 
 # The media types parsed as HTML (crawler/parsing.py, in the workers: the spider names them
 # without importing what parses them)
