@@ -110,11 +110,12 @@ def test_on_a_real_site_every_call_trafilatura_makes_gets_the_xpaths_answer(list
 
     for translation, xpath in zip(discard.TRANSLATIONS, TRAFILATURA):
         lists[translation.listed][translation.index] = both(translation, xpath)
-    for page in sorted(PYDOC.rglob("*.html"))[::5]:
+    pages = sorted(PYDOC.rglob("*.html"))[::5]
+    for page in pages:
         trafilatura.bare_extraction(page.read_text(encoding="utf-8", errors="replace"),
                                     url=page.as_uri(), **TRAFILATURA_OPTIONS)
-    assert set(found) == set(discard.TRANSLATIONS)  # each was called
-    assert all(len(calls) > 100 for calls in found.values())
+    assert set(found) == set(discard.TRANSLATIONS)  # each was called, on most pages
+    assert all(len(calls) >= len(pages) // 2 for calls in found.values())
     assert sum(map(sum, found.values())) > 20  # and found elements
 
 
