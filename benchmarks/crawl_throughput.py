@@ -8,9 +8,9 @@ the peak memory of each.
 
 Extraction alone is trafilatura as it ships, what a user would run without the crawler: the
 crawler's extraction evaluates eleven of its XPath expressions in Python (text/discard.py:
-the same text, 1.8x as fast), so part of the crawler's ratio is that saving. Extraction on every
-core imports trafilatura once and forks the other processes from there
-(as a multiprocessing pool on Linux would), so they share its modules; its memory is the
+the same text, 1.8x as fast), so part of the crawler's ratio is that saving. Extraction on
+every core imports trafilatura once and forks the other processes from there (as a
+multiprocessing pool on Linux would), so they share its modules; its memory is the
 peak sum of the proportional set sizes (PSS) of all its processes, as the crawler's is of
 all of its own (the crawl, the workers' starter, the workers).
 

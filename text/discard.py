@@ -20,6 +20,7 @@ beside trafilatura's XPath.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -174,7 +175,7 @@ def main_content(of_id: re.Pattern, of_class: re.Pattern):
     def test(element) -> bool:
         get = element.get
         id_, class_ = get("id") or "", get("class") or ""
-        return bool(get("id") == "content" or get("class") == "content" or of_id.search(id_)
+        return bool(id_ == "content" or class_ == "content" or of_id.search(id_)
                     or of_class.search(class_)
                     or "main-content" in id_.replace("C", "c").replace("M", "m")
                     or "main-content" in class_.replace("C", "c").replace("M", "m")
@@ -211,6 +212,7 @@ class Translation:
     template: str
     build: Callable[..., Callable]
 
+    @functools.cache  # built once: restore() and install() again only swap list entries
     def python(self, expression) -> Callable | None:
         """The Python equivalent of `expression`, or None if it is not the one known."""
         pattern = re.escape(self.template)
