@@ -45,6 +45,10 @@ class TrainConfig:
     lr: float = 1e-3  # peak learning rate
     min_lr: float = 1e-4  # where the cosine decay ends
     warmup_steps: int = 100  # at most a tenth of the steps
+    # the share of the steps after the warm-up that decay from lr to min_lr, the rest stay at
+    # lr (warmup-stable-decay); the state where the decay begins is kept in the model version,
+    # for an update to go on from. 1: a cosine decay from the peak, nothing kept
+    cooldown: float = 0.2
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -93,6 +97,9 @@ class TrainConfig:
         if not self.lr > 0 or not 0 <= self.min_lr <= self.lr:
             raise UserError(f"learning rates lr={self.lr}, min_lr={self.min_lr} must satisfy "
                             "0 <= min_lr <= lr and lr > 0")
+        if not 0 < self.cooldown <= 1:
+            raise UserError(f"cooldown={self.cooldown} must be above 0 and at most 1 (the "
+                            "share of the steps after the warm-up that decay)")
         if not 0 < self.val_fraction < 1:
             raise UserError(f"val_fraction={self.val_fraction} must be between 0 and 1")
         if self.threads < 0:

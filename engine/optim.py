@@ -1,9 +1,12 @@
 """AdamW, global-norm gradient clipping and the learning-rate schedule.
 
-The schedule is a linear warm-up then a cosine decay to `min_lr`, over steps counted from
-`start`. Continued training (a model update on new data) calls `Schedule.rewarm` to start a
-fresh warm-up and decay from the step the model has reached, as Ibrahim et al. (2024)
-recommend for continual pre-training.
+The schedule is a linear warm-up, a stable phase at the peak, then a cosine cooldown to
+`min_lr` over the last `cooldown` share of the steps after the warm-up (warmup-stable-decay,
+Hägele et al., 2024); `cooldown` 1 is the plain cosine decay from the peak. The state where
+the cooldown begins is where training can go on (engine/train.py keeps it): continued
+training (a model update on new data) goes on from there at the peak learning rate and cools
+down again; without that state, `Schedule.rewarm` starts a fresh warm-up and decay from the
+step the model has reached, as Ibrahim et al. (2024) recommend for continual pre-training.
 """
 
 from __future__ import annotations
@@ -22,20 +25,30 @@ class Schedule:
     warmup_steps: int
     start: int  # the step the schedule begins at
     end: int  # the step the decay reaches min_lr
+    cooldown: float = 1.0  # the share of the steps after the warm-up that decay
 
     @classmethod
-    def rewarm(cls, step: int, steps: int, max_lr: float, min_lr: float, warmup_steps: int):
+    def rewarm(cls, step: int, steps: int, max_lr: float, min_lr: float, warmup_steps: int,
+               cooldown: float = 1.0):
         """A new warm-up and decay over the next `steps` steps, starting at `step`."""
         warmup = min(warmup_steps, max(1, steps // 10))
-        return cls(max_lr=max_lr, min_lr=min_lr, warmup_steps=warmup, start=step, end=step + steps)
+        return cls(max_lr=max_lr, min_lr=min_lr, warmup_steps=warmup, start=step,
+                   end=step + steps, cooldown=cooldown)
+
+    @property
+    def decay_start(self) -> int:
+        """The step the cooldown begins at: the end of the stable phase."""
+        span = self.end - self.start - self.warmup_steps
+        return self.end - max(1, round(self.cooldown * span))
 
     def lr(self, step: int) -> float:
         """The learning rate for the update that takes the model from `step` to `step + 1`."""
         t = step - self.start
         if t < self.warmup_steps:
             return self.max_lr * (t + 1) / self.warmup_steps
-        span = max(1, self.end - self.start - self.warmup_steps)
-        progress = min(1.0, (t - self.warmup_steps) / span)
+        # the last update, from end - 1 to end, is the one at min_lr
+        done = max(0, step + 1 - self.decay_start)
+        progress = min(1.0, done / max(1, self.end - self.decay_start))
         return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (self.max_lr - self.min_lr)
 
     def to_dict(self) -> dict:

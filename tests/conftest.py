@@ -15,10 +15,17 @@ CLLM = Path(sys.executable).with_name("cllm")
 TEXT = ROOT / "data" / "text"
 
 
+def cllm_env(home: Path, env: dict | None = None) -> dict:
+    """The environment a `cllm` process of a test runs in: this one's without its CLLM_*
+    settings (OPENBLAS_CORETYPE and the like choose the kernels, and so the last bits of every
+    sum), CLLM_HOME=home, then `env`."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")}
+    return full_env | {"CLLM_HOME": str(home)} | (env or {})
+
+
 def run_cllm(*args, home: Path, env: dict | None = None, check: bool = True, **kwargs):
     """Run `cllm ARGS...` with CLLM_HOME=home; returns the CompletedProcess."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")}
-    full_env |= {"CLLM_HOME": str(home)} | (env or {})
+    full_env = cllm_env(home, env)
     result = subprocess.run([str(CLLM), *map(str, args)], env=full_env, capture_output=True,
                             text=True, cwd=kwargs.pop("cwd", home), **kwargs)
     if check and result.returncode != 0:

@@ -84,6 +84,15 @@ def test_unknown_config_key(home):
     assert written(home) == []
 
 
+@pytest.mark.parametrize("name, value", [("CLLM_TRAIN_COOLDOWN", "0"),
+                                         ("CLLM_CONTINUAL_COOLDOWN", "1.5")])
+def test_a_cooldown_outside_its_range(home, name, value):
+    result = run_cllm("train", "--data", TEXT / "milton" / "comus.txt", "--out", home / "model",
+                      *TINY, home=home, env={name: value}, check=False)
+    assert_clear_error(result, f"cooldown={value}", "at most 1")
+    assert written(home) == []
+
+
 def test_resume_without_a_checkpoint_and_an_occupied_out(home):
     (home / "in-out").mkdir()
     (home / "in-out" / "notes.txt").write_text("mine")
