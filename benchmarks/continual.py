@@ -5,13 +5,15 @@ segment of the held-out split, so every model holds out the very same documents,
 hash) and split by play: an old part (four fifths of the bytes, in four shards) and a new
 part (one fifth, one shard). Then, in one home with its own MLflow registry:
 
-    (a) `from_scratch` on the old part for (1 - share) * S steps (version 1), then the new
-        shard arrives and `update` continues it for share * S steps (version 2; replay and
-        re-warmed learning rate as `[continual]` says);
+    (a) `from_scratch` on the old part for S steps (version 1), then the new shard arrives
+        and `update` continues it for share * S steps (version 2; replay and learning rates
+        as `[continual]` says);
     (b) `retrain` on both parts for S steps (version 3), as `cllm train --retrain` does it: a
         new model with the old model's tokenizer, in the `[train]` schedule.
 
-The old model and the update together train as many steps as the retrain. The cost compared
+The old model and the retrain train as `[train]` says, as a user's defaults have them; with
+`--old-steps (1 - share) * S` the old model and the update together train only as many steps
+as the retrain (the stricter comparison, in compute). The cost compared
 is the update's wall time (plan, tokenize the new shard, train, evaluate, register, promote)
 against the retrain's (the same steps; its shards are all in the token cache by then, as they
 are for a user's retrain). Quality: loss over every held-out token of each part, in nats per
@@ -42,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.catalog import import_texts  # noqa: E402
-from engine.checkpoint import load_model  # noqa: E402
+from engine.checkpoint import load_model, read_training_state  # noqa: E402
 from engine.data import is_held_out  # noqa: E402
 from engine.model import loss_only  # noqa: E402
 from core.home import Home  # noqa: E402
@@ -65,11 +67,9 @@ SHAPES = {
               "CLLM_CONTINUAL_WARMUP_STEPS": "20"},
     "mid": {},
 }
-# mid: 600 steps (not [train]'s 1000) keep the whole run near 20 minutes on a quiet core;
-# its updates are short (60 steps), so they re-warm to half the first training's peak, as
-# the small shape's do, and leave the model less far from where it was
-DEFAULTS = {"small": {"steps": 2000, "update_share": 0.16, "rewarm_lr": None},
-            "mid": {"steps": 600, "update_share": 0.1, "rewarm_lr": 5e-4}}
+# mid: 600 steps (not [train]'s 1000) keep the whole run near 15 minutes on a quiet core
+DEFAULTS = {"small": {"steps": 2000, "update_share": 0.16},
+            "mid": {"steps": 600, "update_share": 0.1}}
 SOLO = {"CLLM_TRAIN_THREADS": "1", "CLLM_TRAIN_WORKERS": "1", "CLLM_LOG_FORMAT": "json"}
 SHAKESPEARE = ROOT / "data" / "text" / "shakespeare"
 PLAYS = sorted(p.stem for p in SHAKESPEARE.glob("*.txt"))
@@ -147,7 +147,9 @@ def run(args, tmp: Path) -> dict:
     old_plays, new_plays = split_corpus()
     old_docs, new_docs = docs_of(old_plays), docs_of(new_plays)
     update_steps = round(args.steps * args.update_share)
-    chosen = {"CLLM_CONTINUAL_LR": args.rewarm_lr, "CLLM_CONTINUAL_REPLAY_FRACTION": args.replay}
+    old_steps = args.old_steps or args.steps
+    chosen = {"CLLM_CONTINUAL_LR": args.rewarm_lr, "CLLM_CONTINUAL_REPLAY_FRACTION": args.replay,
+              "CLLM_CONTINUAL_COOLDOWN": args.cooldown, "CLLM_TRAIN_COOLDOWN": args.train_cooldown}
 
     def config(steps: int):
         return load_config(environ=SHAPES[args.shape] | SOLO | {
@@ -160,15 +162,16 @@ def run(args, tmp: Path) -> dict:
     result = {"old_plays": len(old_plays), "new_plays": len(new_plays),
               "old_bytes": sum(len(d.encode()) for d in old_docs),
               "new_bytes": sum(len(d.encode()) for d in new_docs),
-              "update_steps": update_steps, "old_steps": args.steps - update_steps,
+              "update_steps": update_steps, "old_steps": old_steps,
               "model": settings.model, "train": settings.train, "continual": settings.continual}
 
     # the store's schema: in neither cost
     continual.registry_of(settings).client.search_experiments()
     write_part(tmp, "old", old_docs, 4)
-    print(f"(a) from scratch on the old part, {args.steps - update_steps} steps ...",
-          file=sys.stderr)
-    result["a_scratch"] = timed_steps(config(args.steps - update_steps), plan.plan_from_scratch)
+    print(f"(a) from scratch on the old part, {old_steps} steps ...", file=sys.stderr)
+    result["a_scratch"] = timed_steps(config(old_steps), plan.plan_from_scratch)
+    old_state = read_training_state(continual.registry_of(settings).pull("1"))
+    result["goes_on_from"] = old_state.get("continuation", {}).get("step")
     write_part(tmp, "new", new_docs, 1)
     print(f"(a) update on the new part, {update_steps} steps ...", file=sys.stderr)
     result["a_update"] = timed_steps(config(args.steps), plan.plan_update)
@@ -218,11 +221,14 @@ def format_report(args, r: dict, started: datetime, load: str, wall: float) -> s
         f"part {r['new_plays']} plays ({r['new_bytes'] / 1e6:.2f} MB, 1 shard). Model: "
         f"{m.n_layer} layers, {m.n_head} heads, width {m.n_embd}, context {t.seq_len}, "
         f"{t.batch_size} windows a step, vocabulary {t.vocab_size}; one worker, one BLAS "
-        f"thread. From scratch: peak lr {t.lr:g} after {t.warmup_steps} steps, decaying to "
-        f"{t.min_lr:g}. (a) from scratch on the old part for {r['old_steps']} steps, then "
-        f"`update` on the new shard for {r['update_steps']} steps (replay "
-        f"{c.replay_fraction:.0%}, lr re-warmed to {c.lr:g} over {warmup} steps, decaying to "
-        f"{c.min_lr:g}); (b) `retrain` (as `cllm train --retrain`: a new model, the old "
+        f"thread. From scratch: peak lr {t.lr:g} after {t.warmup_steps} steps, the last "
+        f"{t.cooldown:.0%} of the steps after those decaying to {t.min_lr:g}. (a) from "
+        f"scratch on the old part for {r['old_steps']} steps, then `update` on the new shard "
+        f"for {r['update_steps']} steps (replay {c.replay_fraction:.0%}, " + (
+            f"going on from step {r['goes_on_from']}, where the old model's cooldown began, "
+            f"at lr {t.lr:g}, the last {c.cooldown:.0%} of the steps decaying"
+            if r["goes_on_from"] else f"lr re-warmed to {c.lr:g} over {warmup} steps, "
+            "decaying") + f" to {c.min_lr:g}); (b) `retrain` (as `cllm train --retrain`: a new model, the old "
         f"model's tokenizer, every shard) for {args.steps} steps. Losses over every held-out "
         "token of each part (the same documents for every model).",
         "",
@@ -265,11 +271,18 @@ def main() -> int:
     parser.add_argument("--steps", type=int, help="steps of the retrain (b) (small: 2000, "
                         "mid: 600)")
     parser.add_argument("--update-share", type=float,
-                        help="the update's share of those steps, the rest train the old model "
-                        "(small: 0.16, mid: 0.1)")
+                        help="the update's steps as a share of those (small: 0.16, mid: 0.1)")
+    parser.add_argument("--old-steps", type=int,
+                        help="steps of the old model (a) (default: as many as the retrain's)")
     parser.add_argument("--rewarm-lr", type=float,
-                        help="the update's re-warmed peak learning rate (small: 1.5e-3, mid: "
-                        "5e-4: half the first training's peak)")
+                        help="the update's re-warmed peak learning rate, for an old model "
+                        "with no continuation ([continual] lr)")
+    parser.add_argument("--cooldown", type=float,
+                        help="the update's share of steps that decay ([continual] cooldown)")
+    parser.add_argument("--train-cooldown", type=float,
+                        help="the from-scratch trainings' share of steps after the warm-up "
+                        "that decay ([train] cooldown; 1: a cosine from the peak, which "
+                        "keeps no continuation, so the update re-warms)")
     parser.add_argument("--replay", type=float,
                         help="the update's replay fraction ([continual] replay_fraction)")
     parser.add_argument("--append", action="store_true", help="add the report to RESULTS.md")
