@@ -6,9 +6,6 @@
     tokenizer.json         the frozen tokenizer of the lineage
     training_state.json    step, tokens seen, schedule, the training settings
     metrics.json           losses
-    continuation.safetensors  where training goes on: the weights ("param.*") and moments
-                           ("m.*", "v.*") at the start of the cooldown (engine/optim.py), its
-                           step in training_state.json's "continuation"; only with a cooldown
 
 It is written whole into a sibling temporary directory, synced and swapped in by renames
 (core/files.py `atomic_dir`), so a reader, a run killed midway or a power cut sees the old
@@ -36,7 +33,6 @@ from engine.xp import to_numpy, xp
 
 FILES = ("config.json", "model.safetensors", "optimizer.safetensors", "tokenizer.json",
          "training_state.json", "metrics.json")
-CONTINUATION = "continuation.safetensors"
 
 
 @dataclass
@@ -52,8 +48,7 @@ class Model:
 
 
 def save_checkpoint(out: Path, config: GPTConfig, params: dict, optimizer_state: dict,
-                    tokenizer: Tokenizer, state: dict, metrics: dict,
-                    continuation: dict | None = None) -> None:
+                    tokenizer: Tokenizer, state: dict, metrics: dict) -> None:
     with atomic_dir(Path(out)) as tmp:
         (tmp / "config.json").write_text(json.dumps(asdict(config), indent=2))
         _save_tensors(params, tmp / "model.safetensors")
@@ -61,8 +56,6 @@ def save_checkpoint(out: Path, config: GPTConfig, params: dict, optimizer_state:
         (tmp / "tokenizer.json").write_text(tokenizer.json_text, encoding="utf-8")
         (tmp / "training_state.json").write_text(json.dumps(state, indent=2))
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        if continuation:
-            _save_tensors(continuation, tmp / CONTINUATION)
 
 
 def _save_tensors(tensors: dict, path: Path) -> None:
@@ -145,17 +138,5 @@ def read_training_state(path: Path) -> dict:
     return _read_json(Path(path) / "training_state.json")
 
 
-def continued_step(state: dict) -> int:
-    """The step an update of a version goes on from (its training_state.json as `state`):
-    where its cooldown began, if it kept that state, else its last."""
-    return state.get("continuation", state)["step"]
-
-
 def load_optimizer_state(path: Path) -> dict:
     return _read_tensors(Path(path) / "optimizer.safetensors")
-
-
-def load_continuation(path: Path) -> dict:
-    """The tensors training goes on from (see CONTINUATION); only for a version whose
-    training_state.json has a "continuation"."""
-    return _read_tensors(Path(path) / CONTINUATION)

@@ -46,8 +46,7 @@ class TrainConfig:
     min_lr: float = 1e-4  # where the cosine decay ends
     warmup_steps: int = 100  # at most a tenth of the steps
     # the share of the steps after the warm-up that decay from lr to min_lr, the rest stay at
-    # lr (warmup-stable-decay); the state where the decay begins is kept in the model version,
-    # for an update to go on from. 1: a cosine decay from the peak, nothing kept
+    # lr (warmup-stable-decay, engine/optim.py); 1: a cosine decay from the peak
     cooldown: float = 0.2
     weight_decay: float = 0.1
     beta1: float = 0.9

@@ -2,11 +2,10 @@
 
 The schedule is a linear warm-up, a stable phase at the peak, then a cosine cooldown to
 `min_lr` over the last `cooldown` share of the steps after the warm-up (warmup-stable-decay,
-Hägele et al., 2024); `cooldown` 1 is the plain cosine decay from the peak. The state where
-the cooldown begins is where training can go on (engine/train.py keeps it): continued
-training (a model update on new data) goes on from there at the peak learning rate and cools
-down again; without that state, `Schedule.rewarm` starts a fresh warm-up and decay from the
-step the model has reached, as Ibrahim et al. (2024) recommend for continual pre-training.
+Hägele et al., 2024); `cooldown` 1 is the plain cosine decay from the peak. Continued
+training (a model update on new data) calls `Schedule.rewarm` to start a fresh warm-up,
+stable phase and cooldown from the step the model has reached, as Ibrahim et al. (2024)
+recommend for continual pre-training.
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ class Schedule:
 
     @property
     def decay_start(self) -> int:
-        """The step the cooldown begins at: the end of the stable phase."""
+        """The step the cooldown begins at, where the stable phase ends."""
         span = self.end - self.start - self.warmup_steps
         return self.end - max(1, round(self.cooldown * span))
 

@@ -26,13 +26,7 @@ from threadpoolctl import threadpool_limits
 from core.errors import UserError
 from core.files import file_sha256
 from core.progress import Progress
-from engine.checkpoint import (
-    is_checkpoint,
-    load_continuation,
-    load_model,
-    load_optimizer_state,
-    save_checkpoint,
-)
+from engine.checkpoint import is_checkpoint, load_model, load_optimizer_state, save_checkpoint
 from engine.config import GPTConfig, TrainConfig
 from engine.data import (
     TokenCache,
@@ -77,34 +71,6 @@ class Start:
     schedule: Schedule
     state: dict  # step, tokens_seen (and the rest of a resumed checkpoint's state)
     metrics: dict  # a resumed run's loss history, to go on with
-    continuation: Continuation | None = None  # a resumed run's, once its cooldown began
-
-
-@dataclass
-class Continuation:
-    """Where training can go on: the state at the start of the cooldown (engine/optim.py)."""
-
-    step: int
-    tokens_seen: int
-    lr: float  # the stable phase's, which going on keeps
-    tensors: dict  # the weights as "param.<name>", AdamW's moments as "m.<name>", "v.<name>"
-
-    @classmethod
-    def of(cls, step: int, tokens_seen: int, lr: float, params: dict,
-           optimizer: AdamW) -> Continuation:
-        tensors = {f"param.{k}": v.copy() for k, v in params.items()}
-        return cls(step, tokens_seen, lr,
-                   tensors | {k: v.copy() for k, v in optimizer.state().items()})
-
-    def to_dict(self) -> dict:
-        return {"step": self.step, "tokens_seen": self.tokens_seen, "lr": self.lr}
-
-    @classmethod
-    def load(cls, path: Path, state: dict) -> Continuation | None:
-        """A model version's, if it has one."""
-        if "continuation" not in state:
-            return None
-        return cls(**state["continuation"], tensors=load_continuation(path))
 
 
 def init_from(source: str | Path, out: Path, cfg: TrainConfig, tokenizer: Tokenizer | None = None,
@@ -118,11 +84,10 @@ def init_from(source: str | Path, out: Path, cfg: TrainConfig, tokenizer: Tokeni
       warm-up and learning rates; its decay ends at `cfg.steps`. Resumed with the steps it
       was started with, a run ends exactly where an uninterrupted one would; with more steps,
       its decay stretches to the new end.
-    - a model directory: continue that model (a registered parent) on new data. With a
-      continuation (the state where its cooldown began), from there: those weights, moments,
-      step and stable learning rate, with no warm-up, then a cooldown of `cfg.cooldown` to
-      `cfg.steps`. Without one, its final weights and moments, and a re-warmed schedule from
-      its step to `cfg.steps` (Ibrahim et al., 2024: a fresh warm-up and decay).
+    - a model directory: continue that model (a registered parent) on new data: its weights
+      and moments, and a re-warmed schedule from its step to `cfg.steps` (Ibrahim et al.,
+      2024: a fresh warm-up and decay for continual pre-training), its own stable phase and
+      cooldown as `cfg.cooldown` says.
     """
     world = world or Solo()
     if source == "scratch":
@@ -145,26 +110,16 @@ def init_from(source: str | Path, out: Path, cfg: TrainConfig, tokenizer: Tokeni
     if cfg.seq_len > model.config.block_size:
         raise UserError(f"--seq-len {cfg.seq_len} is longer than the model's context "
                         f"{model.config.block_size}")
-    params, optimizer = model.params, make_optimizer(model.params, cfg)
-    continuation = Continuation.load(path, model.state)
+    optimizer = make_optimizer(model.params, cfg)
+    optimizer.load_state(load_optimizer_state(path), step)
     if resuming:
-        optimizer.load_state(load_optimizer_state(path), step)
         schedule = dataclasses.replace(Schedule(**model.state["schedule"]), end=cfg.steps)
-        return Start(model.config, model.tokenizer, params, optimizer, schedule, model.state,
-                     model.metrics, continuation)
-    if continuation:
-        step, tokens_seen = continuation.step, continuation.tokens_seen
-        for name, value in params.items():
-            value[...] = continuation.tensors[f"param.{name}"]
-        optimizer.load_state(continuation.tensors, step)
-        schedule = Schedule(continuation.lr, cfg.min_lr, 0, step, cfg.steps, cfg.cooldown)
+        state, metrics = model.state, model.metrics
     else:
-        tokens_seen = model.state["tokens_seen"]
-        optimizer.load_state(load_optimizer_state(path), step)
         schedule = Schedule.rewarm(step, cfg.steps - step, cfg.lr, cfg.min_lr, cfg.warmup_steps,
                                    cfg.cooldown)
-    return Start(model.config, model.tokenizer, params, optimizer, schedule,
-                 {"step": step, "tokens_seen": tokens_seen}, {})
+        state, metrics = {"step": step, "tokens_seen": model.state["tokens_seen"]}, {}
+    return Start(model.config, model.tokenizer, model.params, optimizer, schedule, state, metrics)
 
 
 def train_files(paths: list[Path], out: Path, model_config: GPTConfig, cfg: TrainConfig,
@@ -262,7 +217,6 @@ def train(start: Start, data: TokenData, out: Path, cfg: TrainConfig,
     step, tokens_seen = start.state["step"], start.state["tokens_seen"]
     history = start.metrics.get("history", [])
     step_losses = start.metrics.get("step_losses", [])
-    continuation = start.continuation
     last_saved = step if is_checkpoint(out) else None
     parts = cfg.data_parts or world.groups
     if world.size > 1 and parts != world.groups:
@@ -276,12 +230,9 @@ def train(start: Start, data: TokenData, out: Path, cfg: TrainConfig,
             return
         new_state = {"step": step, "tokens_seen": tokens_seen, "schedule": schedule.to_dict(),
                      "train_config": asdict(cfg), "tokenizer_sha256": tokenizer.sha256}
-        if continuation:
-            new_state["continuation"] = continuation.to_dict()
         new_metrics = {"train_loss": train_loss, "val_loss": val_loss, "history": history,
                        "step_losses": step_losses}
-        save_checkpoint(out, config, params, optimizer.state(), tokenizer, new_state, new_metrics,
-                        continuation.tensors if continuation else None)
+        save_checkpoint(out, config, params, optimizer.state(), tokenizer, new_state, new_metrics)
         log.info("checkpoint", step=step, path=str(out))
 
     if world.is_root:
@@ -329,9 +280,6 @@ def train(start: Start, data: TokenData, out: Path, cfg: TrainConfig,
                                            time.process_time() - cpu_began])
             step += 1
             tokens_seen += tokens_per_step
-            if world.is_root and schedule.cooldown < 1 and step == schedule.decay_start:
-                continuation = Continuation.of(step, tokens_seen, schedule.max_lr, params,
-                                               optimizer)
             step_losses.append(round(loss, 5))
             rate = (step - started_step) * tokens_per_step / (time.monotonic() - started)
             if world.is_root and step - started_step > 1:

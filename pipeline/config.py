@@ -19,14 +19,10 @@ class ContinualConfig:
 
     steps: int = 200  # optimizer steps of one update
     replay_fraction: float = 0.25  # share of an update's training tokens drawn from older shards
-    # an update goes on from where champion's cooldown began, at champion's stable learning
-    # rate, and cools down over the last `cooldown` share of its steps to min_lr
-    # (engine/optim.py); from a champion that kept no such state (trained with [train]
-    # cooldown = 1), it re-warms to lr over warmup_steps (at most a tenth of the steps)
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_steps: int = 20
-    cooldown: float = 0.5
+    lr: float = 1e-3  # the re-warmed peak learning rate
+    min_lr: float = 1e-4  # where the update's cooldown ends
+    warmup_steps: int = 20  # at most a tenth of the steps (Schedule.rewarm)
+    cooldown: float = 1.0  # the share of the steps after the warm-up that decay
     gate_tolerance: float = 0.02  # old-data loss may worsen by this share and still pass
     eval_batches: int = 8  # batches of held-out windows per part for the gate
     # the `nightly_retrain` DAG's cron (02:00 UTC); "" runs it only when triggered
@@ -42,7 +38,7 @@ class ContinualConfig:
                             "at least 0 and below 1")
         if not 0 < self.cooldown <= 1:
             raise UserError(f"continual setting cooldown={self.cooldown} must be above 0 and "
-                            "at most 1 (the share of an update's steps that decay)")
+                            "at most 1 (the share of an update's steps after its warm-up that decay)")
         if not self.lr > 0 or not 0 <= self.min_lr <= self.lr:
             raise UserError(f"continual learning rates lr={self.lr}, min_lr={self.min_lr} must "
                             "satisfy 0 <= min_lr <= lr and lr > 0")

@@ -28,7 +28,7 @@ from pathlib import Path
 from core.errors import UserError
 from core.files import atomic_dir, file_sha256
 from core.home import Home
-from engine.checkpoint import CONTINUATION, FILES, is_checkpoint, load_model
+from engine.checkpoint import FILES, is_checkpoint, load_model
 from pipeline.registry_errors import absent, mapped, retried
 
 CHAMPION = "champion"
@@ -313,8 +313,7 @@ class Registry:
     def register(self, source: str, run_id: str, tags: dict, model_dir: Path) -> Version:
         """A version of the model from a run's artifacts, with its tags and the sha256 of each
         file of `model_dir` (what `pull` checks). Once per run, retries included."""
-        digests = {name: file_sha256(model_dir / name) for name in (*FILES, CONTINUATION)
-                   if name in FILES or (model_dir / name).is_file()}
+        digests = {name: file_sha256(model_dir / name) for name in FILES}
         with self._errors():
             for mv in self.client.search_model_versions(f"run_id = '{run_id}'"):
                 return self._version(mv, {})  # a retry of a call that did register it

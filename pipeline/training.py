@@ -13,12 +13,7 @@ from pathlib import Path
 import structlog
 
 from core.home import Home
-from engine.checkpoint import (
-    continued_step,
-    is_checkpoint,
-    read_model_config,
-    read_training_state,
-)
+from engine.checkpoint import is_checkpoint, read_model_config, read_training_state
 from engine.config import TrainConfig
 from engine.data import read_parquet_texts
 from engine.launcher import resolve_workers
@@ -55,8 +50,7 @@ def train(config: Config, registry: Registry, plan: Plan) -> Path:
     # a resumed run or an update goes on from the lineage's step, in its shape
     goes_on = source == "resume" or plan.kind.continues_parent
     shape = read_model_config(lineage) if goes_on else config.model
-    begins = (state["step"] if source == "resume" else continued_step(state)) if goes_on else 0
-    cfg = resolve_workers(shape, cfg, cfg.steps - begins)
+    cfg = resolve_workers(shape, cfg, cfg.steps - (state["step"] if goes_on else 0))
     tokenizer = None
     if source == "scratch":  # a retrain keeps champion's tokenizer
         tokenizer = Tokenizer.load(lineage / "tokenizer.json") if lineage else \
@@ -82,8 +76,7 @@ def _train_config(config: Config, plan: Plan, state: dict | None,
                   resuming: bool) -> TrainConfig:
     """A model from scratch trains as `[train]` says; a retrain too, but in champion's windows
     and held-out split, so that their losses compare. An update keeps the lineage's settings
-    and takes its step count, learning rates and cooldown from `[continual]`, its steps
-    counted from where it goes on (`continued_step`). A resumed run
+    and takes its step count, re-warmed learning rates and cooldown from `[continual]`. A resumed run
     asks for what it asked when it began (its checkpoint's settings). `state`: the
     lineage's training state (None: no lineage)."""
     if state is None:
@@ -99,6 +92,5 @@ def _train_config(config: Config, plan: Plan, state: dict | None,
         return dataclasses.replace(config.train, seq_len=saved.seq_len,
                                    val_fraction=saved.val_fraction)
     c = config.continual
-    return dataclasses.replace(saved, steps=continued_step(state) + c.steps, lr=c.lr,
-                               min_lr=c.min_lr, warmup_steps=c.warmup_steps,
-                               cooldown=c.cooldown, **local)
+    return dataclasses.replace(saved, steps=state["step"] + c.steps, lr=c.lr, min_lr=c.min_lr,
+                               warmup_steps=c.warmup_steps, cooldown=c.cooldown, **local)

@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from engine.config import TrainConfig
 from engine.optim import Schedule
-from engine.train import init_from
 
 from conftest import CLLM, TEXT, cllm_env, run_cllm
 
@@ -46,7 +44,7 @@ def test_train_writes_a_model_version_that_beats_a_unigram_model(trained):
     assert "val loss" in result.stdout
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["config.json", "model.safetensors", "optimizer.safetensors", "tokenizer.json",
-         "training_state.json", "metrics.json", "continuation.safetensors"])
+         "training_state.json", "metrics.json"])
     state = json.loads((out / "training_state.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
     assert state["step"] == 200 and state["tokens_seen"] == 200 * 16 * 64
@@ -162,39 +160,3 @@ def test_resuming_with_more_steps_stretches_the_decay_to_the_new_end(home):
     schedule = Schedule(**state["schedule"])
     assert lrs == pytest.approx([schedule.lr(s) for s in range(10, 30)])
     assert lrs[0] > 2 * first["min_lr"] and lrs[-1] == pytest.approx(first["min_lr"], rel=0.05)
-
-
-def test_a_model_keeps_where_its_cooldown_began_and_goes_on_from_there(home):
-    """Warmup-stable-decay (engine/optim.py): a version keeps the weights and moments of the
-    step its cooldown began at; continued on new data (`init_from` a model directory, as
-    `cllm update` does), it goes on from there at the stable learning rate with no warm-up.
-    Trained with cooldown 1 (a cosine decay from the peak), it keeps none and re-warms."""
-    args = ["--data", TEXT / "shakespeare" / "hamlet.txt", "--n-layer", "1", "--n-head", "2",
-            "--n-embd", "32", "--seq-len", "32", "--batch-size", "4", "--vocab-size", "300",
-            "--steps", "30", "--lr", "2e-3"]
-    out = home / "model"
-    run_cllm("train", *args, "--out", out, home=home)
-    state = json.loads((out / "training_state.json").read_text())
-    # 3 steps of warm-up (a tenth of 30), then a fifth of the other 27 cool down
-    assert state["continuation"] == {"step": 25, "tokens_seen": 25 * 4 * 32, "lr": 2e-3}
-    kept, final = load_file(out / "continuation.safetensors"), read_params(out)
-    assert set(kept) == {f"{kind}.{name}" for kind in ("param", "m", "v") for name in final}
-    assert all(not np.array_equal(kept[f"param.{name}"], final[name]) for name in final)
-
-    start = init_from(out, home / "next", TrainConfig(steps=25 + 10, seq_len=32, lr=5e-3,
-                                                             cooldown=0.5))
-    assert start.state == {"step": 25, "tokens_seen": 25 * 4 * 32}
-    for name, value in start.params.items():
-        np.testing.assert_array_equal(value, kept[f"param.{name}"])
-        np.testing.assert_array_equal(start.optimizer.v[name], kept[f"v.{name}"])
-    assert [start.schedule.lr(s) for s in (25, 29)] == [2e-3, 2e-3]  # no warm-up, kept lr
-    assert start.schedule.lr(34) == pytest.approx(1e-4)
-
-    plain = home / "plain"
-    run_cllm("train", *args, "--out", plain, home=home, env={"CLLM_TRAIN_COOLDOWN": "1"})
-    assert not (plain / "continuation.safetensors").exists()
-    assert "continuation" not in json.loads((plain / "training_state.json").read_text())
-    start = init_from(plain, home / "next-plain", TrainConfig(steps=130, seq_len=32, lr=5e-3,
-                                                                   warmup_steps=5))
-    assert start.state["step"] == 30  # its final weights, re-warmed over 5 steps
-    assert [start.schedule.lr(s) for s in (30, 34)] == pytest.approx([1e-3, 5e-3])

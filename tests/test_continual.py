@@ -70,9 +70,7 @@ def test_versions_form_a_lineage_with_the_architecture_tags(lineage):
         assert v.tags["gate"].startswith("passed")
     assert len({v.tags["tokenizer_sha256"] for v in versions}) == 1  # frozen for the lineage
     seen = [int(v.tags["tokens_seen"]) for v in versions]
-    # 30 steps, the last 5 of them (a fifth of the 27 after warm-up) cooling down; each update
-    # goes on from where its parent's cooldown began for 20 steps, the last 10 cooling down
-    assert seen == [30 * 8 * 32, (25 + 20) * 8 * 32, (35 + 20) * 8 * 32]
+    assert seen == [30 * 8 * 32, 50 * 8 * 32, 70 * 8 * 32]  # 30 steps, then 20 more each time
     assert v1.tags["val_loss_old"] == "" and float(v2.tags["val_loss_old"]) > 0
 
 
@@ -110,17 +108,15 @@ def test_each_training_is_an_mlflow_run_with_params_and_per_step_loss(lineage):
     assert run.info.status == "FINISHED"
     assert run.data.params["parent_version"] == "1"
     assert run.data.params["replay_fraction"] == "0.25"
-    # the update's 20 steps, from where version 1's cooldown began (step 25)
-    assert run.data.params["n_embd"] == "32" and run.data.params["steps"] == "45"
+    assert run.data.params["n_embd"] == "32" and run.data.params["steps"] == "50"
     history = registry.client.get_metric_history(v2.run_id, "train_loss")
-    assert [m.step for m in history] == list(range(26, 46))
+    assert [m.step for m in history] == list(range(31, 51))  # the update's 20 steps
     assert run.data.metrics["val_loss_new"] == pytest.approx(float(v2.tags["val_loss_new"]),
                                                              abs=1e-4)
     artifacts = {a.path for a in registry.client.list_artifacts(v2.run_id, "model")}
     assert artifacts == {f"model/{f}" for f in ("config.json", "model.safetensors",
                                                 "optimizer.safetensors", "tokenizer.json",
-                                                "training_state.json", "metrics.json",
-                                                "continuation.safetensors")}
+                                                "training_state.json", "metrics.json")}
     assert not list(home.glob("work/*")), "the work folder of a finished update was kept"
 
 
@@ -131,7 +127,7 @@ def test_pull_gives_a_loadable_version_directory(lineage, ref, tmp_path):
     expected = {"cllm@champion": "3", "cllm/2": "2", "cllm/latest": "3", "models:/cllm/1": "1"}[ref]
     assert f"cllm/{expected} pulled to" in result.stdout
     state = json.loads((tmp_path / "pulled" / "training_state.json").read_text())
-    assert state["step"] == {"1": 30, "2": 45, "3": 55}[expected]
+    assert state["step"] == {"1": 30, "2": 50, "3": 70}[expected]
 
 
 def test_generate_straight_from_the_registry(lineage):
