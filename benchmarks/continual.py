@@ -124,6 +124,21 @@ def full_loss(model, texts: list[str], seq_len: int, batch: int = 32) -> tuple[f
     return float(sum(losses) / n), len(tokens)
 
 
+def part_losses(settings, version: str, old_docs: list[str], new_docs: list[str]) -> dict:
+    """A registered version's loss over every held-out token of each part: {"old": {"loss",
+    "tokens", "bytes", "bpb"}, "new": {...}}."""
+    model = load_model(continual.registry_of(settings).pull(version))
+    found = {}
+    for part, texts in (("old", old_docs), ("new", new_docs)):
+        kept = held_out(texts, settings.train.val_fraction)
+        with threadpool_limits(1):
+            loss, tokens = full_loss(model, kept, model.config.block_size)
+        size = sum(len(t.encode("utf-8")) for t in kept)
+        found[part] = {"loss": loss, "tokens": tokens, "bytes": size,
+                       "bpb": loss * tokens / size / math.log(2)}
+    return found
+
+
 def timed_steps(config, planner) -> dict:
     """The flow of `continual.update` / `from_scratch`, one step at a time, each timed."""
     seconds = {}
@@ -178,14 +193,8 @@ def run(args, tmp: Path) -> dict:
     result["b_retrain"] = timed_steps(config(args.steps), plan.plan_retrain)
 
     for name, version in (("old", "1"), ("a", "2"), ("b", "3")):
-        model = load_model(continual.registry_of(settings).pull(version))
-        for part, texts in (("old", old_docs), ("new", new_docs)):
-            kept = held_out(texts, settings.train.val_fraction)
-            with threadpool_limits(1):
-                loss, tokens = full_loss(model, kept, model.config.block_size)
-            size = sum(len(t.encode("utf-8")) for t in kept)
-            result[f"{name}_{part}"] = {"loss": loss, "tokens": tokens, "bytes": size,
-                                        "bpb": loss * tokens / size / math.log(2)}
+        for part, losses in part_losses(settings, version, old_docs, new_docs).items():
+            result[f"{name}_{part}"] = losses
     metas = TokenCache(Home(tmp).tokens).entries()
     result["tokenize"] = {"shards": len(metas), "bytes": sum(m["bytes"] for m in metas),
                           "tokens": sum(m["train_tokens"] + m["val_tokens"] for m in metas),
