@@ -21,7 +21,7 @@ token and bits per byte. Tokenizing speed: tokens/s of the token cache build ove
 Every training runs one worker on one BLAS thread (whatever `[train] workers` defaults to).
 
     .venv/bin/python benchmarks/continual.py --append              # small shape, 2 minutes
-    .venv/bin/python benchmarks/continual.py --shape mid --append  # the defaults, ~20 minutes
+    .venv/bin/python benchmarks/continual.py --shape mid --append  # the defaults, ~15 minutes
 
 `--append` adds the report to benchmarks/RESULTS.md; without it the report is only printed.
 """
