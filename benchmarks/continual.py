@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
-from machine import append_to_results, machine
+from machine import machine, publish
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -301,9 +301,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cllm-continual-") as tmp:
         result = run(args, Path(tmp))
     report = format_report(args, result, started, " ".join(load), time.monotonic() - began)
-    print(report)
-    if args.append:
-        append_to_results(report)
+    publish(report, args.append)
     return 0
 
 

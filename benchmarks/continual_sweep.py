@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import continual as bench  # benchmarks/continual.py
-from machine import append_to_results, machine
+from machine import machine, publish
 
 from core.log import configure_logging
 from pipeline import plan
@@ -88,9 +88,7 @@ def main() -> int:
               + (f"{seconds:.1f} s |" if seconds is not None else "|")
               for label, r, seconds in rows]
     report = "\n".join(lines) + "\n"
-    print(report)
-    if args.append:
-        append_to_results(report)
+    publish(report, args.append)
     return 0
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from machine import append_to_results, code_version, machine
+from machine import code_version, machine, publish
 from scaling import DATA, cllm
 from train_throughput import CONFIGS, TorchRun, tokens_per_second
 
@@ -109,9 +109,7 @@ def main() -> int:
             rows += [(name, setup, threads, runs[setup])
                      for setup, (_, threads) in setups.items()]
     report = format_report(args, rows, started, loads, cores)
-    print(report)
-    if args.append:
-        append_to_results(report)
+    publish(report, args.append)
     return 0
 
 

@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from machine import append_to_results, code_version, machine  # noqa: E402
+from machine import code_version, machine, publish  # noqa: E402
 
 from engine import kernels, layers  # noqa: E402
 from engine.config import GPTConfig  # noqa: E402
@@ -74,9 +74,7 @@ def main() -> None:
         lines.append(f"| {name} | {median * 1000:,.1f} | {tokens / median:,.0f} | "
                      f"{losses[name]:.6f} | {plain / median:.2f}x |")
     report = "\n".join(lines + [""])
-    print(report)
-    if args.append:
-        append_to_results(report)
+    publish(report, args.append)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from machine import append_to_results, machine
+from machine import machine, publish
 from scaling import DATA, MID, code_version
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,9 +210,7 @@ def main() -> int:
                         print(f"{name} {link or ''}: {event['tokens_per_s']} tokens/s",
                               file=sys.stderr)
     report = format_report(args, reductions, training, started, load)
-    print(report)
-    if args.append:
-        append_to_results(report)
+    publish(report, args.append)
     return 0
 
 

@@ -15,6 +15,13 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def publish(report: str, append: bool) -> None:
+    """Print a benchmark's report, and with `--append` add it to benchmarks/RESULTS.md."""
+    print(report)
+    if append:
+        append_to_results(report)
+
+
 def append_to_results(report: str) -> None:
     """Add a report to benchmarks/RESULTS.md (started if absent)."""
     results = Path(__file__).resolve().parent / "RESULTS.md"

@@ -30,7 +30,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from machine import append_to_results, code_version, machine
+from machine import code_version, machine, publish
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -150,9 +150,7 @@ def main() -> int:
                            capture_output=True, text=True, check=True)
     reduction = json.loads(probe.stdout.strip().splitlines()[-1])
     report = format_report(args, runs, reduction, started)
-    print(report)
-    if args.append:
-        append_to_results(report)
+    publish(report, args.append)
     return 0
 
 
