@@ -29,7 +29,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from machine import code_version, machine, publish  # noqa: E402
+from machine import code_version, machine, print_report  # noqa: E402
 
 CLLM = Path(sys.executable).with_name("cllm")
 PROMPT = "The history of the city begins"
@@ -129,7 +129,7 @@ def main() -> int:
         for r in results:
             r["tokens"] = len(model.tokenizer.encode(r["text"]))
     report = format_report(args, runs, started, load_before, load_after)
-    publish(report, args.append)
+    print_report(report, args.append)
     return 0
 
 

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from crawl_throughput import PYDOC, ROOT
-from machine import code_version, machine, publish
+from machine import code_version, machine, print_report
 
 sys.path.insert(0, str(ROOT))
 
@@ -124,7 +124,7 @@ def main() -> None:
              f"workers' messages and the shard writer not included). text/discard.py makes "
              f"trafilatura {shipped / alone:.2f}x as fast.", ""]
     report = "\n".join(lines)
-    publish(report, args.append)
+    print_report(report, args.append)
 
 
 if __name__ == "__main__":

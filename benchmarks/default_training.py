@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from machine import code_version, machine, publish
+from machine import code_version, machine, print_report
 from scaling import DATA, cllm
 from train_throughput import CONFIGS, TorchRun, tokens_per_second
 
@@ -109,7 +109,7 @@ def main() -> int:
             rows += [(name, setup, threads, runs[setup])
                      for setup, (_, threads) in setups.items()]
     report = format_report(args, rows, started, loads, cores)
-    publish(report, args.append)
+    print_report(report, args.append)
     return 0
 
 

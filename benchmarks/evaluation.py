@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from machine import code_version, machine, publish  # noqa: E402
+from machine import code_version, machine, print_report  # noqa: E402
 
 from engine import kernels, layers  # noqa: E402
 from engine.config import GPTConfig  # noqa: E402
@@ -74,7 +74,7 @@ def main() -> None:
         lines.append(f"| {name} | {median * 1000:,.1f} | {tokens / median:,.0f} | "
                      f"{losses[name]:.6f} | {plain / median:.2f}x |")
     report = "\n".join(lines + [""])
-    publish(report, args.append)
+    print_report(report, args.append)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from machine import code_version, machine, publish  # noqa: E402
+from machine import code_version, machine, print_report  # noqa: E402
 from torch_reference import GPT  # noqa: E402
 
 from engine import generate  # noqa: E402
@@ -126,7 +126,7 @@ def main() -> None:
               "One cached token (median of 200): "
               + ", ".join(f"{k} {v * 1e6:,.0f} µs" for k, v in parts.items()) + ".", ""]
     report = "\n".join(lines)
-    publish(report, args.append)
+    print_report(report, args.append)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from machine import machine, publish
+from machine import machine, print_report
 from scaling import DATA, MID, code_version
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,7 +210,7 @@ def main() -> int:
                         print(f"{name} {link or ''}: {event['tokens_per_s']} tokens/s",
                               file=sys.stderr)
     report = format_report(args, reductions, training, started, load)
-    publish(report, args.append)
+    print_report(report, args.append)
     return 0
 
 

@@ -15,7 +15,7 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def publish(report: str, append: bool) -> None:
+def print_report(report: str, append: bool) -> None:
     """Print a benchmark's report, and with `--append` add it to benchmarks/RESULTS.md."""
     print(report)
     if append:

@@ -30,7 +30,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from machine import code_version, machine, publish
+from machine import code_version, machine, print_report
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -150,7 +150,7 @@ def main() -> int:
                            capture_output=True, text=True, check=True)
     reduction = json.loads(probe.stdout.strip().splitlines()[-1])
     report = format_report(args, runs, reduction, started)
-    publish(report, args.append)
+    print_report(report, args.append)
     return 0
 
 

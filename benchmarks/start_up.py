@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import ROOT, code_version, machine, publish  # noqa: E402
+from machine import ROOT, code_version, machine, print_report  # noqa: E402
 
 CLLM = Path(sys.executable).parent / "cllm"
 TRAIN = ["train", "--data", ROOT / "data" / "text" / "shakespeare" / "hamlet.txt",
@@ -103,7 +103,7 @@ def main() -> None:
         f"Command: `.venv/bin/python benchmarks/start_up.py --repeats {args.repeats}`. "
         "Medians of alternating runs.", "",
         "| command | cache | wall s | CPU s |", "|---|---|---|---|", *rows, "", *ratios, ""])
-    publish(report, args.append)
+    print_report(report, args.append)
 
 
 if __name__ == "__main__":
