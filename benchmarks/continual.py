@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
-from machine import machine, publish
+from machine import machine, print_report
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 from core.catalog import import_texts  # noqa: E402
 from engine.checkpoint import load_model  # noqa: E402
 from engine.data import is_held_out  # noqa: E402
+from engine.optim import Schedule  # noqa: E402
 from engine.model import loss_only  # noqa: E402
 from core.home import Home  # noqa: E402
 from core.log import configure_logging  # noqa: E402
@@ -74,6 +75,14 @@ DEFAULTS = {"small": {"steps": 2000, "update_share": 0.16},
 SOLO = {"CLLM_TRAIN_THREADS": "1", "CLLM_TRAIN_WORKERS": "1", "CLLM_LOG_FORMAT": "json"}
 SHAKESPEARE = ROOT / "data" / "text" / "shakespeare"
 PLAYS = sorted(p.stem for p in SHAKESPEARE.glob("*.txt"))
+
+
+def bench_config(shape: str, home: Path, steps: int, settings: dict | None = None):
+    """A training's configuration here: the shape, one worker on one thread, `settings`
+    (CLLM_* values), `steps` steps evaluated and checkpointed once, at the end."""
+    return load_config(environ=SHAPES[shape] | SOLO | (settings or {}) | {
+        "CLLM_HOME": str(home), "CLLM_TRAIN_STEPS": str(steps),
+        "CLLM_TRAIN_EVAL_EVERY": str(steps), "CLLM_TRAIN_CHECKPOINT_EVERY": str(steps)})
 
 
 def documents(play: str, size: int) -> list[str]:
@@ -164,15 +173,13 @@ def run(args, tmp: Path) -> dict:
     old_docs, new_docs = docs_of(old_plays), docs_of(new_plays)
     update_steps = round(args.steps * args.update_share)
     old_steps = args.old_steps or args.steps
-    chosen = {"CLLM_CONTINUAL_LR": args.rewarm_lr, "CLLM_CONTINUAL_REPLAY_FRACTION": args.replay,
+    chosen = {"CLLM_CONTINUAL_STEPS": update_steps, "CLLM_CONTINUAL_LR": args.rewarm_lr,
+              "CLLM_CONTINUAL_REPLAY_FRACTION": args.replay,
               "CLLM_CONTINUAL_COOLDOWN": args.cooldown, "CLLM_TRAIN_COOLDOWN": args.train_cooldown}
+    chosen = {key: str(value) for key, value in chosen.items() if value is not None}
 
     def config(steps: int):
-        return load_config(environ=SHAPES[args.shape] | SOLO | {
-            key: str(value) for key, value in chosen.items() if value is not None} | {
-            "CLLM_HOME": str(tmp), "CLLM_TRAIN_STEPS": str(steps),
-            "CLLM_CONTINUAL_STEPS": str(update_steps), "CLLM_TRAIN_EVAL_EVERY": str(steps),
-            "CLLM_TRAIN_CHECKPOINT_EVERY": str(steps)})
+        return bench_config(args.shape, tmp, steps, chosen)
 
     settings = config(args.steps)
     result = {"old_plays": len(old_plays), "new_plays": len(new_plays),
@@ -218,7 +225,13 @@ def format_report(args, r: dict, started: datetime, load: str, wall: float) -> s
     total = {name: sum(r[name].values()) for name in ("a_scratch", "a_update", "b_retrain")}
     ratio = total["a_update"] / total["b_retrain"]
     m, t, c = r["model"], r["train"], r["continual"]
-    warmup = min(c.warmup_steps, max(1, r["update_steps"] // 10))
+    # the warm-ups as Schedule.rewarm caps them: at most a tenth of a training's steps
+    warmup = {name: Schedule.rewarm(0, steps, 1.0, 0.0, asked).warmup_steps
+              for name, steps, asked in (("old", r["old_steps"], t.warmup_steps),
+                                         ("retrain", args.steps, t.warmup_steps),
+                                         ("update", r["update_steps"], c.warmup_steps))}
+    retrain_warmup = "" if warmup["retrain"] == warmup["old"] else \
+        f" ({warmup['retrain']} for the retrain)"
     lines = [
         f"## Continual update vs retraining ({args.shape} shape, {started:%Y-%m-%d %H:%M} UTC)",
         "",
@@ -229,14 +242,14 @@ def format_report(args, r: dict, started: datetime, load: str, wall: float) -> s
         f"part {r['new_plays']} plays ({r['new_bytes'] / 1e6:.2f} MB, 1 shard). Model: "
         f"{m.n_layer} layers, {m.n_head} heads, width {m.n_embd}, context {t.seq_len}, "
         f"{t.batch_size} windows a step, vocabulary {t.vocab_size}; one worker, one BLAS "
-        f"thread. From scratch: peak lr {t.lr:g} after {t.warmup_steps} steps, the last "
-        f"{t.cooldown:.0%} of the steps after those decaying to {t.min_lr:g}. (a) from "
-        f"scratch on the old part for {r['old_steps']} steps, then `update` on the new shard "
-        f"for {r['update_steps']} steps (replay {c.replay_fraction:.0%}, lr re-warmed to "
-        f"{c.lr:g} over {warmup} steps, the last {c.cooldown:.0%} of the steps after those "
-        f"decaying to {c.min_lr:g}); (b) `retrain` (as `cllm train --retrain`: a new model, the old "
-        f"model's tokenizer, every shard) for {args.steps} steps. Losses over every held-out "
-        "token of each part (the same documents for every model).",
+        f"thread. From scratch: peak lr {t.lr:g} after {warmup['old']} steps{retrain_warmup}, "
+        f"the last {t.cooldown:.0%} of the steps after those decaying to {t.min_lr:g}. (a) "
+        f"from scratch on the old part for {r['old_steps']} steps, then `update` on the new "
+        f"shard for {r['update_steps']} steps (replay {c.replay_fraction:.0%}, lr re-warmed to "
+        f"{c.lr:g} over {warmup['update']} steps, the last {c.cooldown:.0%} of the steps after "
+        f"those decaying to {c.min_lr:g}); (b) `retrain` (as `cllm train --retrain`: a new "
+        f"model, the old model's tokenizer, every shard) for {args.steps} steps. Losses over "
+        "every held-out token of each part (the same documents for every model).",
         "",
         "| | wall time (plan + train + evaluate + register + promote) "
         "| old part: loss / bits per byte | new part: loss / bits per byte |",
@@ -301,7 +314,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cllm-continual-") as tmp:
         result = run(args, Path(tmp))
     report = format_report(args, result, started, " ".join(load), time.monotonic() - began)
-    publish(report, args.append)
+    print_report(report, args.append)
     return 0
 
 

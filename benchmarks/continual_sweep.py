@@ -21,12 +21,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import continual as bench  # benchmarks/continual.py
-from machine import machine, publish
+from machine import machine, print_report
 
 from core.log import configure_logging
 from pipeline import plan
 from pipeline import continual as flow
-from pipeline.config import load_config
 
 
 def parse_setting(text: str) -> dict:
@@ -54,11 +53,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cllm-sweep-") as tmp:
         template = Path(tmp) / "old"  # its registry's artifacts stay here: the copies use them
 
-        def config(home: Path, extra: dict | None = None):
-            return load_config(environ=bench.SHAPES[args.shape] | bench.SOLO | (extra or {}) | {
-                "CLLM_HOME": str(home), "CLLM_TRAIN_STEPS": str(old_steps),
-                "CLLM_TRAIN_EVAL_EVERY": str(old_steps),
-                "CLLM_TRAIN_CHECKPOINT_EVERY": str(old_steps)})
+        def config(home: Path, setting: dict | None = None):
+            return bench.bench_config(args.shape, home, old_steps, setting)
 
         flow.registry_of(config(template)).client.search_experiments()
         bench.write_part(template, "old", old_docs, 4)
@@ -88,7 +84,7 @@ def main() -> int:
               + (f"{seconds:.1f} s |" if seconds is not None else "|")
               for label, r, seconds in rows]
     report = "\n".join(lines) + "\n"
-    publish(report, args.append)
+    print_report(report, args.append)
     return 0
 
 
