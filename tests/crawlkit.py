@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+import conftest
 from crawler.site import SITE, SITE_UPDATE, SiteServer
 
 CLLM = Path(sys.executable).with_name("cllm")
@@ -19,8 +19,8 @@ FAST = {"CLLM_CRAWL_DELAY": "0", "CLLM_CRAWL_AUTOTHROTTLE": "false", "CLLM_LOG_F
 
 
 def cllm_env(home: Path, env: dict | None = None) -> dict:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")}
-    return base | FAST | {"CLLM_HOME": str(home)} | (env or {})
+    """conftest's, with the crawl at full speed."""
+    return conftest.cllm_env(home, FAST | (env or {}))
 
 
 def crawl(home: Path, *args, env: dict | None = None, check: bool = True):

@@ -8,7 +8,6 @@ crawl, train (watch, stop, resume), promote the new version, generate from it.
 """
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, run_cllm
+from conftest import ROOT, cllm_env, run_cllm
 from continual_kit import TINY, new_home
 from crawlkit import FAST, crawl
 from playwright.sync_api import expect, sync_playwright
@@ -47,11 +46,10 @@ class UI:
         self.url = f"http://127.0.0.1:{self.port}"
         if "--token" not in args and not token:
             args = ("--no-token", *args)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")}
         self.log = open(home.parent / f"ui-{self.port}.log", "w")
         self.process = subprocess.Popen(
             [str(CLLM), "ui", "--port", str(self.port), *args], cwd=home.parent,
-            env=env | SERVER_ENV | {"CLLM_HOME": str(home)}, stdout=self.log,
+            env=cllm_env(home, SERVER_ENV), stdout=self.log,
             stderr=subprocess.STDOUT)
         if wait:
             self.wait()

@@ -3,7 +3,6 @@ version registered whose shards were never marked, a gate that refuses. Real MLf
 the test's home), real shards, `cllm update` as a real subprocess."""
 
 import json
-import os
 import signal
 import subprocess
 
@@ -16,7 +15,7 @@ from continual_kit import (
     write_shard,
 )
 
-from conftest import CLLM, run_cllm
+from conftest import CLLM, cllm_env, run_cllm
 from core.errors import UserError
 from pipeline import continual, gate, plan, publish, training
 from pipeline.config import load_config
@@ -41,9 +40,8 @@ def config(home, **settings):
 
 
 def start_update(home, **settings):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")}
-    env |= TINY | {"CLLM_HOME": str(home)} | settings
-    return subprocess.Popen([str(CLLM), "update"], env=env, cwd=home, stdout=subprocess.PIPE,
+    return subprocess.Popen([str(CLLM), "update"], env=cllm_env(home, TINY | settings),
+                            cwd=home, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 

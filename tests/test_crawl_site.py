@@ -16,7 +16,7 @@ import pytest
 from core.catalog import Catalog
 from core.shards import SCHEMA
 from crawler.config import CrawlConfig
-from crawlkit import FAST, SITE, SITE_UPDATE, SiteServer, crawl, overlap, shard_rows
+from crawlkit import FAST, SITE, cllm_env, SITE_UPDATE, SiteServer, crawl, overlap, shard_rows
 
 pytestmark = pytest.mark.slow
 
@@ -211,8 +211,7 @@ def test_dropped_pages_are_counted_by_reason_with_progress_off(first, site, tmp_
 
 def test_scrapy_crawl_works_inside_the_project(tmp_path):
     server = SiteServer([SITE])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")}
-    env |= FAST | {"CLLM_HOME": str(tmp_path / "home")}
+    env = cllm_env(tmp_path / "home")
     try:
         subprocess.run([str(Path(sys.executable).with_name("scrapy")), "crawl", "site",
                         "-a", f"seeds={server.url}"], cwd=Path(__file__).parent.parent, env=env,

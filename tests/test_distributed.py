@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from conftest import CLLM, TEXT, job_processes, run_cllm
+from conftest import CLLM, TEXT, cllm_env, job_processes, run_cllm
 
 # Seed 1: with the default seed 1337 and two data parts, one embedding element's first
 # gradient is 1.4e-8, the size of Adam's eps, where float32 rounding alone (one worker with its
@@ -75,9 +75,8 @@ def checkpoint_step(out: Path) -> int:
 
 
 def start(home: Path, *args, env=None) -> subprocess.Popen:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")}
-    full_env |= {"CLLM_HOME": str(home)} | (env or {})
-    return subprocess.Popen([str(CLLM), "train", *map(str, args)], env=full_env, cwd=home,
+    return subprocess.Popen([str(CLLM), "train", *map(str, args)], env=cllm_env(home, env),
+                            cwd=home,
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -268,8 +267,7 @@ def test_one_worker_runs_without_mpi(home):
             f"status = main(['train', *{[str(a) for a in TINY]!r}, '--steps', '1', "
             f"'--out', {str(home / 'model')!r}]); "
             "assert status == 0; assert 'mpi4py' not in sys.modules, 'mpi4py was imported'")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")}
-    subprocess.run([sys.executable, "-c", code], env=env | {"CLLM_HOME": str(home)}, cwd=home,
+    subprocess.run([sys.executable, "-c", code], env=cllm_env(home), cwd=home,
                    check=True, capture_output=True)
 
 

@@ -17,7 +17,7 @@ import pytest
 from continual_kit import TINY as CONTINUAL_TINY
 from continual_kit import documents, new_home, write_shard
 
-from conftest import CLLM, job_processes, run_cllm
+from conftest import CLLM, cllm_env, job_processes, run_cllm
 from netns import hosts_fixture
 from pipeline.registry import Registry
 from test_distributed import (STEPS, TINY, assert_nothing_left, assert_same_parameters,
@@ -34,8 +34,7 @@ def write_config(home, hosts, extra: str = "") -> None:
 
 def start_on(host, hosts, home, *args, env: dict | None = None) -> subprocess.Popen:
     """`cllm train ARGS` on `host`, as a person logged in there would run it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")} | (env or {})
-    env |= {"CLLM_HOME": str(home)} | hosts.mpi_env
+    env = cllm_env(home, (env or {}) | hosts.mpi_env)
     return subprocess.Popen(host.command([CLLM, "train", *args]), env=env, cwd=home, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 

@@ -6,7 +6,6 @@ and an update registers one version and marks its shard consumed once.
 (The crawl's campaign is in tests/test_crawl_resume.py.)"""
 
 import json
-import os
 import random
 import subprocess
 import threading
@@ -19,7 +18,7 @@ import pytest
 from continual_kit import TINY, documents, new_home, shard_states, write_shard
 from safetensors.numpy import load_file
 
-from conftest import CLLM, TEXT, run_cllm
+from conftest import CLLM, TEXT, cllm_env, run_cllm
 from engine.checkpoint import is_checkpoint, load_model
 from pipeline.registry import Registry
 
@@ -39,8 +38,7 @@ def campaign(home: Path, args, env: dict, window, seed: int, checkpoints: int = 
     progress, not a clock, says when it trains, however quick or slow this machine is today
     (a window estimated from one run once let most runs end before their kill)."""
     rng = random.Random(seed)
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")}
-    full_env |= env | {"CLLM_HOME": str(home), "CLLM_LOG_FORMAT": "json"}
+    full_env = cllm_env(home, env | {"CLLM_LOG_FORMAT": "json"})
     killed = 0
     for run in range(KILLS):
         proc = subprocess.Popen([str(CLLM), *map(str, args())], env=full_env, cwd=home,

@@ -2,7 +2,6 @@
 streamed, the errors an OpenAI client understands, and a promotion during a stream of
 requests, after which the answers come from the new version while no request fails."""
 
-import os
 import signal
 import socket
 import subprocess
@@ -14,7 +13,7 @@ import openai
 import pytest
 from continual_kit import TINY, documents, new_home, write_shard
 
-from conftest import CLLM, run_cllm
+from conftest import CLLM, cllm_env, run_cllm
 from core.net import free_port
 
 pytestmark = pytest.mark.slow
@@ -36,10 +35,9 @@ def home(tmp_path_factory, registry_template):
 @pytest.fixture(scope="module")
 def server(home):
     port = free_port(0)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLLM_")}
     log = open(home.parent / "serve.log", "w")
     process = subprocess.Popen([str(CLLM), "serve", "--port", str(port), "--token", TOKEN],
-                               env=env | TINY | {"CLLM_HOME": str(home), "CLLM_SERVE_POLL": "0.5"},
+                               env=cllm_env(home, TINY | {"CLLM_SERVE_POLL": "0.5"}),
                                stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while True:
