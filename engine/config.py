@@ -43,7 +43,7 @@ class TrainConfig:
     batch_size: int = 16  # windows per step
     seq_len: int = 128  # tokens per window; a new model's context (block_size)
     lr: float = 1e-3  # peak learning rate
-    min_lr: float = 1e-4  # where the cosine decay ends
+    min_lr: float = 1e-4  # where the cooldown ends
     warmup_steps: int = 100  # at most a tenth of the steps
     # the share of the steps after the warm-up that decay from lr to min_lr, the rest stay at
     # lr (warmup-stable-decay, engine/optim.py); 1: a cosine decay from the peak

@@ -38,7 +38,8 @@ class ContinualConfig:
                             "at least 0 and below 1")
         if not 0 < self.cooldown <= 1:
             raise UserError(f"continual setting cooldown={self.cooldown} must be above 0 and "
-                            "at most 1 (the share of an update's steps after its warm-up that decay)")
+                            "at most 1 (the share of an update's steps after its warm-up that "
+                            "decay)")
         if not self.lr > 0 or not 0 <= self.min_lr <= self.lr:
             raise UserError(f"continual learning rates lr={self.lr}, min_lr={self.min_lr} must "
                             "satisfy 0 <= min_lr <= lr and lr > 0")

@@ -76,8 +76,8 @@ def _train_config(config: Config, plan: Plan, state: dict | None,
                   resuming: bool) -> TrainConfig:
     """A model from scratch trains as `[train]` says; a retrain too, but in champion's windows
     and held-out split, so that their losses compare. An update keeps the lineage's settings
-    and takes its step count, re-warmed learning rates and cooldown from `[continual]`. A resumed run
-    asks for what it asked when it began (its checkpoint's settings). `state`: the
+    and takes its step count, re-warmed learning rates and cooldown from `[continual]`. A
+    resumed run asks for what it asked when it began (its checkpoint's settings). `state`: the
     lineage's training state (None: no lineage)."""
     if state is None:
         return config.train
