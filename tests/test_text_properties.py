@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from functools import lru_cache
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ from crawler.config import CrawlConfig
 from crawler.steps import quality_steps
 from text import bait
 from text.document import Document, Drop, split_at_blank_lines
-from text.language import MAX_CHARS, identify, known_languages
+from text.language import MAX_CHARS, identifier, identify, known_languages
 from text.pii import PLACEHOLDERS, scrub
 from text.extract import (
     MAX_ATTRIBUTES,
@@ -278,3 +279,23 @@ def test_language_is_a_known_code_from_a_bounded_sample(text):
     language, score = identify(text)
     assert language in known_languages() | {"und"} and 0.0 <= score <= 1.0
     assert identify(text[:MAX_CHARS]) == (language, score)  # the bound: the sample it reads
+
+
+@lru_cache(maxsize=1)
+def py3langid_as_it_ships():
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+@PROPERTY
+@given(st.one_of(texts.map(lambda text: text[:MAX_CHARS]),
+                 st.binary(max_size=2000).map(lambda raw: raw.decode("latin-1"))))
+@with_bait()
+@example("")
+@example("a")
+def test_the_numpy_walk_scores_as_py3langid_s_own_loop(text):
+    """text/language.py walks py3langid's automaton in numpy: the same language and the same
+    probability, to the last bit, as py3langid's byte loop on the same text."""
+    text = text[:MAX_CHARS]
+    assert identifier().classify(text) == py3langid_as_it_ships().classify(text)

@@ -137,11 +137,11 @@ _WS = "\t\n\f\r "
 _ATTRIBUTE = (f"[{_WS}/]*+[^{_WS}/>][^{_WS}/>=]*+"
               f"(?:[{_WS}]*+=[{_WS}]*+(?:\"[^\"]*+\"?|'[^']*+'?|[^{_WS}>]*+))?+")
 _RAW = "script|style|textarea|title|xmp|iframe|noembed|noframes|plaintext"
-_MARKUP = re.compile(
-    f"<!--(?:-?>|.*?(?:--!?>|\\Z))|<[!?][^>]*+>?|</(?![a-z])[^>]*+>?"  # comments
-    f"|(?:(?=<(?P<raw>{_RAW})[{_WS}/>]))?"  # a tag, and the raw text after some start tags
-    f"</?[a-z][^{_WS}/>]*+(?P<attributes>(?:{_ATTRIBUTE})*+)"
-    f"(?(raw)[{_WS}/]*+>.*?(?:</(?P=raw)(?=[{_WS}/>])|\\Z))", re.IGNORECASE | re.DOTALL)
+_MARKUP = re.compile(  # "<" first, so that re skips to the next "<" (twice as fast)
+    f"<(?:!--(?:-?>|.*?(?:--!?>|\\Z))|[!?][^>]*+>?|/(?![a-z])[^>]*+>?"  # comments
+    f"|(?:(?=(?P<raw>{_RAW})[{_WS}/>]))?"  # a tag, and the raw text after some start tags
+    f"/?[a-z][^{_WS}/>]*+(?P<attributes>(?:{_ATTRIBUTE})*+)"
+    f"(?(raw)[{_WS}/]*+>.*?(?:</(?P=raw)(?=[{_WS}/>])|\\Z)))", re.IGNORECASE | re.DOTALL)
 _ATTRIBUTES = re.compile(_ATTRIBUTE)
 
 
