@@ -150,9 +150,9 @@ class DedupIndex:
         self.ranges = [(i * rows, (i + 1) * rows) for i in range(bands)]
         self.shape = (num_perm, bands, rows)
         # One statement for every claim's bands, compiled once
-        self.insert_bands = db.insert(BANDS).values([
+        self.insert_bands = db.compiled(db.insert(BANDS).values([
             {"band": i, "hash": sa.bindparam(f"h{i}"), "doc_id": sa.bindparam("doc_id")}
-            for i in range(bands)]).on_conflict_do_nothing()
+            for i in range(bands)]).on_conflict_do_nothing())
         self.claimed: dict[str, bytes] = {}  # this process's claims not yet kept: signatures
         self.kept: dict[str, bytes] = {}  # documents of a shard (`add`), saved with it
         self.db.write(self._check_banding)
@@ -165,7 +165,7 @@ class DedupIndex:
     def _insert_bands(self, conn: sa.Connection, doc_id: str, signature: bytes) -> int:
         """How many of the document's bands were free (and are its own now)."""
         hashes = {f"h{i}": h for i, h in enumerate(self._hashes(signature))}
-        return conn.execute(self.insert_bands, {"doc_id": doc_id} | hashes).rowcount
+        return self.insert_bands(conn, {"doc_id": doc_id} | hashes)
 
     def _check_banding(self, conn: sa.Connection) -> None:
         """Bands of another width or threshold (or none: a state of an older version) are
