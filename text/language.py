@@ -34,34 +34,40 @@ from text.document import Document, Drop
 # (a walk over every byte, and a sparse product): the first MAX_CHARS characters.
 MAX_CHARS = 10_000
 UNDETERMINED = "und"
+SHORT_TEXT = 1_000  # bytes: py3langid's loop below, the numpy walk from here on
 ARRAYS = ("ptc", "pc", "classes", "nextmove", "nextmove_row", "out_feat")  # py3langid's file
 
 
 class Identifier(LanguageIdentifier):
-    """py3langid's identifier, its automaton walked over all the text at once.
+    """py3langid's identifier, its automaton walked over all of a long text at once.
 
     The automaton's state after a byte is the longest suffix of the text so far that is one
     of its nodes (the n-gram prefixes, a prefix-closed set), so it is also the state reached
     from the start by the last w bytes alone, once w is as long as the longest node. Walking
     every position's last w bytes for w = 1, 2, ... (one numpy step each) reaches that: when
     a step changes no state, no position has a longer node to find (that node's prefix one
-    byte shorter would have changed the state at the position before)."""
+    byte shorter would have changed the state at the position before). A short text takes
+    py3langid's own loop: numpy's fixed costs would outweigh its bytes."""
 
     def __init__(self, ptc, pc, classes, nextmove, out_feat, rows):
-        super().__init__(ptc, pc, classes, nextmove, out_feat, norm_probs=True, tk_row=())
-        self._rowbase = rows.astype(np.intp) << 8  # py3langid's row offsets, in numpy
+        # py3langid's loop indexes memoryviews of the mapped arrays, the walk the arrays
+        super().__init__(ptc, pc, classes, memoryview(nextmove), memoryview(out_feat),
+                         norm_probs=True, tk_row=memoryview(rows))
+        self.moves, self.outputs = nextmove, out_feat
+        self.row_starts = rows.astype(np.intp) << 8
 
     def _raw_score(self, text: bytes):
+        if len(text) < SHORT_TEXT:
+            return super()._raw_score(text)
         data = np.frombuffer(text, dtype=np.uint8)
-        states = np.zeros(len(data), dtype=np.intp)  # each position's last w bytes: w = 0
+        walk = np.zeros(len(data) + 1, dtype=np.intp)  # the start (state 0), then each byte's
+        states = walk[1:]  # state after the byte's last w bytes: w = 0 here
         while True:
-            before = np.zeros_like(states)  # the start, before the first byte
-            before[1:] = states[:-1]
-            longer = self.tk_nextmove[self._rowbase[before] + data]
+            longer = self.moves[self.row_starts[walk[:-1]] + data]
             if np.array_equal(longer, states):
                 break
-            states = longer
-        found = self.tk_output[states]
+            states[:] = longer
+        found = self.outputs[states]
         found = found[found >= 0]
         if not len(found):
             return super()._raw_score(b"")  # py3langid's score for no features
