@@ -63,6 +63,16 @@ def load(name: str):
     return identify_lingua
 
 
+def passes_per_s(identify, texts: list[str], seconds: float) -> float:
+    """Whole passes over `texts` a second, for at least `seconds`."""
+    passes, start = 0, time.perf_counter()
+    while passes == 0 or time.perf_counter() - start < seconds:
+        for text in texts:
+            identify(text)
+        passes += 1
+    return passes / (time.perf_counter() - start)
+
+
 def run_one(name: str, seconds: float) -> dict:
     rows = [json.loads(line) for line in SET.read_text(encoding="utf-8").splitlines()]
     start = time.perf_counter()
@@ -75,25 +85,15 @@ def run_one(name: str, seconds: float) -> dict:
             right[row["language"]] += 1
         else:
             errors[f"{row['language']}->{found}"] += 1
-    passes, start = 0, time.perf_counter()
-    while passes == 0 or time.perf_counter() - start < seconds:  # then speed, whole passes
-        for row in rows:
-            identify(row["text"])
-        passes += 1
-    elapsed = time.perf_counter() - start
+    per_s = passes_per_s(identify, [r["text"] for r in rows], seconds)
     # and on page-sized documents: each language's paragraphs joined, the 10,000 characters
     # the crawl's step reads at most
     pages = ["\n\n".join(r["text"] for r in rows if r["language"] == language)[:10_000]
              for language in sorted({r["language"] for r in rows})]
-    page_passes, page_start = 0, time.perf_counter()
-    while page_passes == 0 or time.perf_counter() - page_start < seconds:
-        for page in pages:
-            identify(page)
-        page_passes += 1
-    page_chars = page_passes * sum(map(len, pages)) / (time.perf_counter() - page_start)
-    return {"load_s": loaded, "docs_per_s": passes * len(rows) / elapsed,
+    page_chars = passes_per_s(identify, pages, seconds) * sum(map(len, pages))
+    return {"load_s": loaded, "docs_per_s": per_s * len(rows),
             "page_chars_per_s": page_chars,
-            "chars_per_s": passes * sum(len(r["text"]) for r in rows) / elapsed,
+            "chars_per_s": per_s * sum(len(r["text"]) for r in rows),
             "right": dict(right), "total": dict(Counter(r["language"] for r in rows)),
             "errors": dict(errors.most_common(6)),
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

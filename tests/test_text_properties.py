@@ -295,7 +295,8 @@ def py3langid_as_it_ships():
 @example("")
 @example("a")
 def test_the_numpy_walk_scores_as_py3langid_s_own_loop(text):
-    """text/language.py walks py3langid's automaton in numpy: the same language and the same
-    probability, to the last bit, as py3langid's byte loop on the same text."""
+    """text/language.py walks py3langid's automaton in numpy (a text of 1,000 bytes or more)
+    or in py3langid's loop over the mapped tables: the same language and the same
+    probability, to the last bit, as py3langid as it ships on the same text."""
     text = text[:MAX_CHARS]
     assert identifier().classify(text) == py3langid_as_it_ships().classify(text)
