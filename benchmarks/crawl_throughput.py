@@ -2,8 +2,9 @@
 shards) on the python3.11-doc site served on 127.0.0.1, side by side with trafilatura
 extraction alone over the same pages read from disk, on every core (one process a core, the
 pages dealt out among them) and in one process. Alternating runs, medians, the ratios, and
-the peak memory of each; and the median of each round's own ratios (a crawl beside the
-extraction run straight after it, under the same load).
+the peak memory of each; the median of each round's own ratios (a crawl beside the
+extraction run straight after it, under the same load); and each side's start-up (a
+one-page run) with the CPU a page once started (the whole run less the one-page run).
 
     .venv/bin/python benchmarks/crawl_throughput.py [--repeats 3]
 
@@ -74,33 +75,42 @@ def crawl_env(home: Path) -> dict:
         "CLLM_LOG_FORMAT": "json", "CLLM_CRAWL_ALLOWED_NETWORKS": "127.0.0.1/32"}
 
 
-def crawler_run(url: str) -> dict:
+def crawler_run(url: str, max_pages: int = 0) -> dict:
+    """`cllm crawl` from `url`: every page it reaches, or the first `max_pages`."""
+    limit = ["--max-pages", str(max_pages)] if max_pages else []
     with tempfile.TemporaryDirectory() as home:
-        result, peak, cpu = run_measured([str(CLLM), "crawl", "--json", "--seeds", url],
+        result, peak, cpu = run_measured([str(CLLM), "crawl", "--json", "--seeds", url, *limit],
                                          crawl_env(Path(home)))
     report = json.loads(result.stdout)
     return {"pages": report["pages_fetched"], "seconds": report["seconds"],
             "pages_per_s": report["pages_fetched"] / report["seconds"],
-            "docs": report["docs_written"], "peak_mb": peak / 2**20,
+            "docs": report["docs_written"], "peak_mb": peak / 2**20, "cpu_s": cpu,
             "cpu_ms_per_page": cpu / report["pages_fetched"] * 1000}
 
 
-def extraction_run(processes: int, site: Path = PYDOC) -> dict:
+def extraction_run(processes: int, site: Path = PYDOC, pages: int = 0) -> dict:
     result, peak, cpu = run_measured([sys.executable, __file__, "--extract-only", str(site),
-                                      "--processes", str(processes)],
+                                      "--processes", str(processes), "--pages", str(pages)],
                                      dict(os.environ))
     run = json.loads(result.stdout)
-    return run | {"peak_mb": peak / 2**20, "cpu_ms_per_page": cpu / run["pages"] * 1000}
+    return run | {"peak_mb": peak / 2**20, "cpu_s": cpu,
+                  "cpu_ms_per_page": cpu / run["pages"] * 1000}
 
 
-def extract_only(site: Path, processes: int) -> None:
-    """Child mode: trafilatura over every page of the site, read from disk, by `processes`
-    processes (this one and processes - 1 forked from it), each its share of the pages."""
+def after_start_up(full: dict, one_page: dict) -> float:
+    """CPU ms a page once started: the whole run less a one-page run, over the other pages."""
+    return (full["cpu_s"] - one_page["cpu_s"]) / (full["pages"] - one_page["pages"]) * 1000
+
+
+def extract_only(site: Path, processes: int, pages: int = 0) -> None:
+    """Child mode: trafilatura over every page of the site (or its first `pages`), read from
+    disk, by `processes` processes (this one and processes - 1 forked from it), each its
+    share of the pages."""
     import trafilatura
 
     from text.extract import TRAFILATURA_OPTIONS
 
-    files = sorted(site.rglob("*.html"))
+    files = sorted(site.rglob("*.html"))[:pages or None]
     start = time.perf_counter()
     share, children = 0, []
     for i in range(1, processes):
@@ -124,9 +134,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--extract-only", type=Path, metavar="SITE", help=argparse.SUPPRESS)
     parser.add_argument("--processes", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--pages", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.extract_only:
-        return extract_only(args.extract_only, args.processes)
+        return extract_only(args.extract_only, args.processes, args.pages)
     if not (PYDOC / "index.html").is_file():
         raise SystemExit("needs Debian's python3.11-doc: apt-get install -y python3.11-doc")
     from crawler.site import SiteServer
@@ -134,12 +145,14 @@ def main() -> None:
     server = SiteServer([PYDOC])
     cores = os.cpu_count() or 1
     load_before = os.getloadavg()
-    crawls, every_core, one = [], [], []
+    crawls, every_core, one, starts = [], [], [], []
     try:
         for i in range(args.repeats):
             crawls.append(crawler_run(server.url + "index.html"))
             every_core.append(extraction_run(cores))
             one.append(extraction_run(1))
+            starts.append((crawler_run(server.url + "index.html", max_pages=1),
+                           extraction_run(cores, pages=1)))
             print(f"run {i + 1}: crawler {crawls[-1]['pages_per_s']:.2f} pages/s, extraction "
                   f"alone {every_core[-1]['pages_per_s']:.2f} ({cores} processes), "
                   f"{one[-1]['pages_per_s']:.2f} (1)", file=sys.stderr)
@@ -178,6 +191,18 @@ def main() -> None:
               f"({', '.join(f'{r:.2f}' for r in paired[key])})"
               for name, key in [("pages/s", "pages_per_s"), ("CPU per page", "cpu_ms_per_page"),
                                 ("memory", "peak_mb")]))
+    # A crawl's start (Scrapy, the databases, the workers' models) is paid once: over the 530
+    # pages here it is several ms a page, over a crawl of thousands next to nothing.
+    crawl_start = statistics.median(c["cpu_s"] for c, _ in starts)
+    extraction_start = statistics.median(e["cpu_s"] for _, e in starts)
+    crawl_page = statistics.median(after_start_up(full, first) for full, (first, _)
+                                   in zip(crawls, starts))
+    extraction_page = statistics.median(after_start_up(full, first) for full, (_, first)
+                                        in zip(every_core, starts))
+    print(f"start-up (a one-page run), CPU s (median): crawler {crawl_start:.2f}, extraction "
+          f"alone ({cores} processes) {extraction_start:.2f}; CPU ms a page after start-up "
+          f"(the whole run less the one-page run, median): crawler {crawl_page:.1f}, "
+          f"extraction alone {extraction_page:.1f}: {crawl_page / extraction_page:.2f}x")
 
 
 if __name__ == "__main__":

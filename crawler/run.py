@@ -41,7 +41,6 @@ from core.home import Home
 from core.locks import FileLock
 from core.shards import without_pandas
 from crawler.config import CrawlConfig, scrapy_settings
-from crawler.fleet import Fleet, connect
 from crawler.guard import NetworkPolicy, check_seeds
 from crawler.jobs import check_crawl_id, choose_job
 from crawler.report import CrawlReport, save_report
@@ -73,6 +72,8 @@ def crawl(seeds: list[str], home: str | os.PathLike, crawl: CrawlConfig,
             raise UserError("a crawl with [crawl] frontier needs --crawl-id ID, the same on "
                             "every process of the crawl")
         check_crawl_id(crawl_id)
+        from crawler.fleet import Fleet, connect  # here: redis is for fleets only (40-130 ms)
+
         fleet = Fleet(connect(crawl.frontier), crawl_id)
         if fleet.finished:
             raise UserError(f"crawl {crawl_id} in [crawl] frontier {crawl.frontier} has "
