@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -12,7 +11,7 @@ import pyarrow.parquet as pq
 import conftest
 from crawler.site import SITE, SITE_UPDATE, SiteServer
 
-CLLM = Path(sys.executable).with_name("cllm")
+CLLM = conftest.CLLM
 # Tests crawl at full speed: no politeness delay against our own 127.0.0.1 servers.
 FAST = {"CLLM_CRAWL_DELAY": "0", "CLLM_CRAWL_AUTOTHROTTLE": "false", "CLLM_LOG_FORMAT": "json",
         "CLLM_CRAWL_ALLOWED_NETWORKS": "127.0.0.1/32"}  # the network guard lets only it in

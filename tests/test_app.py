@@ -11,13 +11,12 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, cllm_env, run_cllm
+from conftest import CLLM, ROOT, cllm_env, run_cllm
 from continual_kit import TINY, new_home
 from crawlkit import FAST, crawl
 from playwright.sync_api import expect, sync_playwright
@@ -28,7 +27,6 @@ from core.catalog import Catalog
 from pipeline.registry import Registry
 
 pytestmark = pytest.mark.slow
-CLLM = Path(sys.executable).with_name("cllm")
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = ROOT / "test-output" / "screenshots"
 # Trainings started from the page: tiny, with evaluations and checkpoints spaced out so that
