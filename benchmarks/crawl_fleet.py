@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import psutil
-from crawl_throughput import CLLM, PYDOC, ROOT
+from crawl_throughput import CLLM, PYDOC, ROOT, after_start_up
 
 IDLE = 3.0
 # 1 billion pages a month, in pages per second
@@ -123,8 +123,8 @@ def main() -> None:
 
     def steady(name: str) -> float:
         """CPU ms a page beyond start-up and shutdown."""
-        pages = median(name, "pages") - median(name, "pages", empty)
-        return (median(name, "cpu") - median(name, "cpu", empty)) / pages * 1000
+        return after_start_up(median(name, "cpu"), median(name, "pages"),
+                              median(name, "cpu", empty), median(name, "pages", empty))
 
     model = next((line.split(":", 1)[1].strip() for line in subprocess.run(
         ["lscpu"], capture_output=True, text=True).stdout.splitlines()

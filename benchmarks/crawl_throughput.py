@@ -97,9 +97,10 @@ def extraction_run(processes: int, site: Path = PYDOC, pages: int = 0) -> dict:
                   "cpu_ms_per_page": cpu / run["pages"] * 1000}
 
 
-def after_start_up(full: dict, one_page: dict) -> float:
-    """CPU ms a page once started: the whole run less a one-page run, over the other pages."""
-    return (full["cpu_s"] - one_page["cpu_s"]) / (full["pages"] - one_page["pages"]) * 1000
+def after_start_up(cpu_s: float, pages: float, start_cpu_s: float, start_pages: float) -> float:
+    """CPU ms a page once started: a whole run's CPU less that of a run that only starts
+    (and fetches `start_pages`), over the pages between them."""
+    return (cpu_s - start_cpu_s) / (pages - start_pages) * 1000
 
 
 def extract_only(site: Path, processes: int, pages: int = 0) -> None:
@@ -195,10 +196,14 @@ def main() -> None:
     # pages here it is several ms a page, over a crawl of thousands next to nothing.
     crawl_start = statistics.median(c["cpu_s"] for c, _ in starts)
     extraction_start = statistics.median(e["cpu_s"] for _, e in starts)
-    crawl_page = statistics.median(after_start_up(full, first) for full, (first, _)
-                                   in zip(crawls, starts))
-    extraction_page = statistics.median(after_start_up(full, first) for full, (_, first)
-                                        in zip(every_core, starts))
+
+    def once_started(full: dict, first: dict) -> float:
+        return after_start_up(full["cpu_s"], full["pages"], first["cpu_s"], first["pages"])
+
+    crawl_page = statistics.median(once_started(full, first)
+                                   for full, (first, _) in zip(crawls, starts))
+    extraction_page = statistics.median(once_started(full, first)
+                                        for full, (_, first) in zip(every_core, starts))
     print(f"start-up (a one-page run), CPU s (median): crawler {crawl_start:.2f}, extraction "
           f"alone ({cores} processes) {extraction_start:.2f}; CPU ms a page after start-up "
           f"(the whole run less the one-page run, median): crawler {crawl_page:.1f}, "
