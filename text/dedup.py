@@ -73,7 +73,11 @@ def shingle_hashes(text: str) -> np.ndarray:
     hashes = np.zeros(n, dtype=np.uint64)
     for k in range(min(SHINGLE, len(ids))):
         hashes = hashes * np.uint64(1_000_003) + ids[k:k + n]  # wraps modulo 2**64
-    return np.unique(hashes & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    # sorted and each once; np.unique does the same some 25 times as slowly here
+    hashes = np.sort(hashes.astype(np.uint32))  # the low 32 bits
+    first = np.ones(len(hashes), dtype=bool)
+    np.not_equal(hashes[1:], hashes[:-1], out=first[1:])
+    return hashes[first]
 
 
 # MinHash and its banding are datasketch's ("affine32" permutations, seed 1; the bands and
@@ -103,8 +107,9 @@ def signature_of(text: str, num_perm: int) -> bytes:
     values = np.full(num_perm, 0xFFFFFFFF, dtype=np.uint32)
     hashes = _fmix32(shingle_hashes(text))
     for start in range(0, len(hashes), BATCH):
-        permuted = hashes[start:start + BATCH, None] * a + b  # wraps modulo 2**32
-        values = np.minimum(values, permuted.min(axis=0))
+        permuted = np.multiply(hashes[start:start + BATCH, None], a)  # wraps modulo 2**32
+        permuted += b  # in place: a second array of the batch's size cost more than the sums
+        np.minimum(values, permuted.min(axis=0), out=values)
     return values.astype(np.uint64).tobytes()
 
 
