@@ -31,8 +31,8 @@ class _HandOver(deque):
 
 
 class Downloader(ScrapyDownloader):
-    def _get_slot(self, request, spider=None):
-        key, slot = super()._get_slot(request, spider)
+    def _get_slot(self, request, *spider):  # Scrapy warns when a spider is passed, even None
+        key, slot = super()._get_slot(request, *spider)
         if not isinstance(slot.queue, _HandOver):
             slot.queue = _HandOver(slot.transferring, slot.queue)
         return key, slot

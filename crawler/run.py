@@ -26,6 +26,7 @@ web application.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import time
@@ -105,6 +106,9 @@ def crawl(seeds: list[str], home: str | os.PathLike, crawl: CrawlConfig,
         process = CrawlerProcess(settings)
         crawler = process.create_crawler(SiteSpider)
         process.crawl(crawler, seeds=job.seeds, allowed_domains=job.allowed_domains)
+        # What start-up made lives as long as the crawl's process (the reactor runs once a
+        # process): the collector's full passes skip it from here on.
+        gc.freeze()
         process.start()
         stats = crawler.stats.get_stats()
         reason = stats.get("finish_reason", "unknown")

@@ -5,6 +5,8 @@ section of cllm.toml (crawler/config.py) and is applied over these by
 `crawler.config.scrapy_settings`; what stays here is how the crawler is put together.
 """
 
+from scrapy.settings import default_settings
+
 BOT_NAME = "crystalline"
 SPIDER_MODULES = ["crawler.spiders"]
 NEWSPIDER_MODULE = "crawler.spiders"
@@ -73,13 +75,16 @@ ITEM_PIPELINES = {
     "crawler.pipelines.TextPipeline": 200,  # drops counted, then dedup
     "crawler.pipelines.ShardWriterPipeline": 300,
 }
-EXTENSIONS = {
-    "crawler.extensions.CrawlProgress": 500,
-    "scrapy.extensions.spiderstate.SpiderState": None,  # pickles spider.state into JOBDIR
+EXTENSIONS = {"crawler.extensions.CrawlProgress": 500}
+# Scrapy's own extensions but these, taken out of its defaults rather than turned off in
+# EXTENSIONS, which Scrapy imports every name of (RemoteControl's aiohttp: 0.14 s a crawl).
+off = {
+    "scrapy.extensions.spiderstate.SpiderState",  # pickles spider.state into JOBDIR
     # Scrapy 2.19's default: an HTTP server that runs any Python sent to it, in a process that
-    # reads hostile pages, and a job file per crawl left in ~/.local/state (aiohttp imported)
-    "scrapy.extensions.remote_control.RemoteControl": None,
+    # reads hostile pages, and a job file per crawl left in ~/.local/state
+    "scrapy.extensions.remote_control.RemoteControl",
 }
+EXTENSIONS_BASE = {k: v for k, v in default_settings.EXTENSIONS_BASE.items() if k not in off}
 
 # Scrapy's own log only for problems; progress comes from crawler.extensions, the
 # report from crawler.run.
