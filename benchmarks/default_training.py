@@ -31,21 +31,18 @@ import torch
 
 from machine import code_version, machine, print_report
 from scaling import DATA, cllm
-from train_throughput import CONFIGS, TorchRun, tokens_per_second
+from shapes import SHAPES, train_options
+from train_throughput import TorchRun, tokens_per_second
 
 from engine.launcher import usable_cores
 
 # baby's 65 characters are below what a byte-level BPE can have: both sides train 258 tokens
-CONFIGS = CONFIGS | {"baby": (dataclasses.replace(CONFIGS["baby"][0], vocab_size=258),
-                              CONFIGS["baby"][1])}
+CONFIGS = SHAPES | {"baby": (dataclasses.replace(SHAPES["baby"][0], vocab_size=258),
+                             SHAPES["baby"][1])}
 # the job lengths: long enough that the default chooses workers, short enough to repeat
 STEPS = {"baby": 300, "mid": 30}
 
 
-def shape_flags(name: str) -> list:
-    c, batch = CONFIGS[name]
-    return ["--n-layer", c.n_layer, "--n-head", c.n_head, "--n-embd", c.n_embd,
-            "--seq-len", c.block_size, "--batch-size", batch, "--vocab-size", c.vocab_size]
 
 
 def ours(home: Path, base: Path, name: str, steps: int, flags: list) -> dict:
@@ -53,7 +50,7 @@ def ours(home: Path, base: Path, name: str, steps: int, flags: list) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(base, out)
     began = time.perf_counter()
-    result = cllm(home, "train", "--data", DATA, "--out", out, "--resume", *shape_flags(name),
+    result = cllm(home, "train", "--data", DATA, "--out", out, "--resume", *train_options(*CONFIGS[name]),
                   "--steps", 1 + steps, *flags)
     wall = time.perf_counter() - began
     logged = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
@@ -91,7 +88,7 @@ def main() -> int:
         for name in args.configs:
             base = home / f"base-{name}"
             print(f"{name}: the tokenizer and a first step ...", file=sys.stderr)
-            cllm(home, "train", "--data", DATA, "--out", base, *shape_flags(name), "--steps", 1,
+            cllm(home, "train", "--data", DATA, "--out", base, *train_options(*CONFIGS[name]), "--steps", 1,
                  "--workers", 1)
             runs = {setup: {"ours": [], "torch": []} for setup in setups}
             for repeat in range(args.repeats):  # every setup in each round: load shifts

@@ -29,14 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from machine import code_version, machine, print_report  # noqa: E402
+from shapes import SHAPES  # noqa: E402
 from torch_reference import GPT  # noqa: E402
 
 from engine import generate  # noqa: E402
 from engine.checkpoint import Model  # noqa: E402
-from engine.config import GPTConfig  # noqa: E402
 from engine.model import init_params, ops  # noqa: E402
 
-CONFIG = GPTConfig(vocab_size=4096, block_size=128, n_layer=4, n_head=4, n_embd=256)
+CONFIG = SHAPES["mid"][0]
 PROMPT = list(range(16))
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from machine import machine, print_report
 from scaling import DATA, MID, code_version
+from shapes import SHAPES
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -46,8 +47,6 @@ from netns import Hosts, Unavailable  # noqa: E402
 
 CLLM = Path(sys.executable).with_name("cllm")
 MPIEXEC = Path(sys.executable).with_name("mpiexec")
-SHAPES = {"mid": dict(vocab_size=4096, block_size=128, n_layer=4, n_head=4, n_embd=256),
-          "baby": dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128)}
 VARIANTS = {"default": {},
             "ring": {"MPIR_CVAR_DEVICE_COLLECTIVES": "none",
                      "MPIR_CVAR_ALLREDUCE_INTRA_ALGORITHM": "ring"},
@@ -69,15 +68,14 @@ def probe(repeats: int) -> None:
     """Under mpiexec, 2 ranks a host: the reductions and the point-to-point speeds."""
     import numpy as np
 
-    from engine.config import GPTConfig
     from engine.distributed import World
     from engine.model import parameter_shapes
 
     world = World(2)
     comm = world.comm
     result = {}
-    for size, shape in SHAPES.items():
-        shapes = parameter_shapes(GPTConfig(**shape))
+    for size, (config, _) in SHAPES.items():
+        shapes = parameter_shapes(config)
         rng = np.random.default_rng(world.rank)
         grads = {n: rng.standard_normal(s, dtype=np.float32) for n, s in shapes.items()}
         reductions = {key: world.gradient_reduction(shapes, precision, levels)

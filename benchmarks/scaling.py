@@ -31,13 +31,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from machine import code_version, machine, print_report
+from shapes import SHAPES, train_options
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 CLLM = Path(sys.executable).with_name("cllm")
-MID = ["--n-layer", "4", "--n-head", "4", "--n-embd", "256", "--seq-len", "128",
-       "--batch-size", "16", "--vocab-size", "4096"]
+MID = train_options(*SHAPES["mid"])
 DATA = ROOT / "data" / "text" / "shakespeare"
 
 
@@ -84,12 +84,10 @@ def reduction_probe(group_size: int, repeats: int) -> None:
     import numpy as np
 
     from engine.distributed import World
-    from engine.config import GPTConfig
     from engine.model import parameter_shapes
 
     world = World(group_size)
-    shapes = parameter_shapes(GPTConfig(vocab_size=4096, block_size=128, n_layer=4, n_head=4,
-                                        n_embd=256))
+    shapes = parameter_shapes(SHAPES["mid"][0])
     rng = np.random.default_rng(world.rank)
     grads = {name: rng.standard_normal(shape, dtype=np.float32) for name, shape in shapes.items()}
     reductions = {levels: world.gradient_reduction(shapes, levels=levels)

@@ -40,9 +40,11 @@ import seed_corpus  # noqa: E402
 from crawl_throughput import CLLM, crawl_env, extraction_run, run_measured  # noqa: E402
 from machine import append_to_results, machine  # noqa: E402
 from scaling import MID, cllm, code_version, measure  # noqa: E402
+from shapes import SHAPES  # noqa: E402
 
 CRAWL_ID = "seed"
-SEQ_LEN, BATCH = 128, 16  # MID's
+CONFIG, BATCH = SHAPES["mid"]
+SEQ_LEN = CONFIG.block_size
 ROWS = ["corpus", "crawl", "token cache", "encoding", "training, 1 worker",
         "training, 2 workers", "one epoch", "held-out bits per byte", "speed-up"]
 ENCODE_MB = 10  # of text, for the encoding's side-by-side runs
@@ -149,13 +151,11 @@ def torch_probe(home: Path, steps: int) -> None:
     import torch
     from train_throughput import TorchRun
 
-    from engine.config import GPTConfig
     from engine.data import batch_starts, windows
 
     torch.set_num_threads(1)
     tokens = token_arrays(home, "train")
-    config = GPTConfig(vocab_size=4096, block_size=SEQ_LEN, n_layer=4, n_head=4, n_embd=256)
-    run, times = TorchRun(config, BATCH), []
+    run, times = TorchRun(CONFIG, BATCH), []
     for step in range(steps + 1):  # the first one warms up
         x, y = windows(tokens, batch_starts(len(tokens), SEQ_LEN, BATCH, 1337, step), SEQ_LEN)
         idx = torch.from_numpy(np.concatenate([x, y[:, -1:]], axis=1).astype(np.int64))

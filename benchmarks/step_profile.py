@@ -18,20 +18,21 @@ import time
 
 from threadpoolctl import threadpool_limits
 
-from train_throughput import CONFIGS, NumpyRun
+from shapes import SHAPES
+from train_throughput import NumpyRun
 
 from engine.model import ops
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="mid", choices=list(CONFIGS))
+    parser.add_argument("--config", default="mid", choices=list(SHAPES))
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--top", type=int, default=14)
     args = parser.parse_args()
     ops.set_threads(1)
     with threadpool_limits(1):
-        run = NumpyRun(*CONFIGS[args.config])
+        run = NumpyRun(*SHAPES[args.config])
         for _ in range(3):  # compilation, first touch of memory
             run.step()
         began = time.perf_counter()

@@ -26,16 +26,12 @@ from threadpoolctl import threadpool_info, threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from shapes import SHAPES  # noqa: E402
 from torch_reference import GPT  # noqa: E402
 
-from engine.config import GPTConfig  # noqa: E402
 from engine.model import init_params, loss_and_grads, ops  # noqa: E402
 from engine.optim import AdamW, clip_grad_norm  # noqa: E402
 
-CONFIGS = {  # name: (model, batch size)
-    "baby": (GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128), 12),
-    "mid": (GPTConfig(vocab_size=4096, block_size=128, n_layer=4, n_head=4, n_embd=256), 16),
-}
 
 
 def matmul_peak(seconds=1.0) -> float:
@@ -103,7 +99,7 @@ def tokens_per_second(run, steps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--repeats", type=int, default=5, help="alternated runs of each engine")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per run (median taken)")
     args = parser.parse_args()
@@ -120,7 +116,7 @@ def main() -> None:
         with threadpool_limits(threads):
             peak = matmul_peak()
             for name in args.configs:
-                config, batch = CONFIGS[name]
+                config, batch = SHAPES[name]
                 runs = {"numpy": NumpyRun(config, batch), "torch": TorchRun(config, batch)}
                 for run in runs.values():  # warm up: compilation, allocator, caches
                     tokens_per_second(run, 3)
