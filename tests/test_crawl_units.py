@@ -209,10 +209,11 @@ print("pandas" in sys.modules, len(pq.read_table(shards[0].path).to_pandas()))
     assert result.stdout.split() == ["False", "25"], result.stderr
 
 
-def test_the_extensions_turned_off_are_not_even_imported():
-    """Scrapy imports every extension that EXTENSIONS names, one set to None too: those the
-    crawl turns off are out of its EXTENSIONS_BASE instead (crawler/settings.py), so
-    RemoteControl's aiohttp stays out of every crawl's start."""
+def test_the_scrapy_components_turned_off_are_not_even_imported():
+    """Scrapy imports every component that EXTENSIONS or DOWNLOADER_MIDDLEWARES names, one set
+    to None too: those the crawl turns off are out of their *_BASE instead
+    (crawler/settings.py), so RemoteControl's aiohttp and CookiesMiddleware's tldextract stay
+    out of every crawl's start."""
     script = """
 import sys
 from scrapy.settings import Settings
@@ -220,14 +221,16 @@ from scrapy.utils.conf import build_component_list
 from scrapy.utils.misc import load_object
 settings = Settings()
 settings.setmodule("crawler.settings", priority="project")
-names = build_component_list(settings.get_component_priority_dict_with_base("EXTENSIONS"))
-classes = [load_object(name).__name__ for name in names]
-print("CrawlProgress" in classes, "RemoteControl" in classes, "SpiderState" in classes,
-      "scrapy.extensions.remote_control" in sys.modules, "aiohttp" in sys.modules)
+classes = [load_object(name).__name__ for kind in ("EXTENSIONS", "DOWNLOADER_MIDDLEWARES")
+           for name in build_component_list(settings.get_component_priority_dict_with_base(kind))]
+print(*[name in classes for name in ("CrawlProgress", "BackoffRetryMiddleware", "RemoteControl",
+                                     "SpiderState", "CookiesMiddleware", "RetryMiddleware",
+                                     "MetaRefreshMiddleware", "HttpProxyMiddleware")],
+      *[name in sys.modules for name in ("aiohttp", "tldextract")])
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parent.parent)
-    assert result.stdout.split() == ["True", "False", "False", "False", "False"], result.stderr
+    assert result.stdout.split() == ["True"] * 2 + ["False"] * 8, result.stderr
 
 
 def test_the_catalog_marks_shards_consumed_all_or_nothing(tmp_path, database_url):
