@@ -41,7 +41,7 @@ DOWNLOADER_MIDDLEWARES = {
     # First: refused addresses and schemes, and redirects through the URL policy, before
     # anything (robots.txt included) is sent.
     "crawler.guard.GuardMiddleware": 40,
-    "crawler.middlewares.BackoffRetryMiddleware": 550,  # where Scrapy's own one sits
+    "crawler.middlewares.BackoffRetryMiddleware": 550,  # where Scrapy's own one sat
 }
 DOWNLOADER_MIDDLEWARES_BASE = without(
     default_settings.DOWNLOADER_MIDDLEWARES_BASE,
