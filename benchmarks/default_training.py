@@ -41,8 +41,7 @@ CONFIGS = SHAPES | {"baby": (dataclasses.replace(SHAPES["baby"][0], vocab_size=2
                              SHAPES["baby"][1])}
 # the job lengths: long enough that the default chooses workers, short enough to repeat
 STEPS = {"baby": 300, "mid": 30}
-
-
+OPTIONS = {name: train_options(*shape) for name, shape in CONFIGS.items()}  # cllm train's
 
 
 def ours(home: Path, base: Path, name: str, steps: int, flags: list) -> dict:
@@ -50,7 +49,7 @@ def ours(home: Path, base: Path, name: str, steps: int, flags: list) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(base, out)
     began = time.perf_counter()
-    result = cllm(home, "train", "--data", DATA, "--out", out, "--resume", *train_options(*CONFIGS[name]),
+    result = cllm(home, "train", "--data", DATA, "--out", out, "--resume", *OPTIONS[name],
                   "--steps", 1 + steps, *flags)
     wall = time.perf_counter() - began
     logged = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
@@ -88,7 +87,7 @@ def main() -> int:
         for name in args.configs:
             base = home / f"base-{name}"
             print(f"{name}: the tokenizer and a first step ...", file=sys.stderr)
-            cllm(home, "train", "--data", DATA, "--out", base, *train_options(*CONFIGS[name]), "--steps", 1,
+            cllm(home, "train", "--data", DATA, "--out", base, *OPTIONS[name], "--steps", 1,
                  "--workers", 1)
             runs = {setup: {"ours": [], "torch": []} for setup in setups}
             for repeat in range(args.repeats):  # every setup in each round: load shifts

@@ -33,7 +33,6 @@ from engine.model import init_params, loss_and_grads, ops  # noqa: E402
 from engine.optim import AdamW, clip_grad_norm  # noqa: E402
 
 
-
 def matmul_peak(seconds=1.0) -> float:
     """Best float32 GFLOP/s of a 1024^3 matrix multiply, numpy (OpenBLAS) or torch."""
     a = np.random.default_rng(0).standard_normal((1024, 1024), dtype=np.float32)
