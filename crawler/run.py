@@ -107,8 +107,10 @@ def crawl(seeds: list[str], home: str | os.PathLike, crawl: CrawlConfig,
         crawler = process.create_crawler(SiteSpider)
         process.crawl(crawler, seeds=job.seeds, allowed_domains=job.allowed_domains)
         # What start-up made lives as long as the crawl's process (the reactor runs once a
-        # process): the collector's full passes skip it from here on.
+        # process): the collector's full passes skip it from here on. (`cllm crawl` loads
+        # the modules with the collector off.)
         gc.freeze()
+        gc.enable()
         process.start()
         stats = crawler.stats.get_stats()
         reason = stats.get("finish_reason", "unknown")

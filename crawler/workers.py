@@ -315,8 +315,10 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     conn = Connection(int(fd))
+    gc.disable()  # what the task loads lives as long as the starter: nothing to collect
     handle = importlib.import_module(task).start(json.loads(conn.recv_bytes()))
     gc.freeze()  # no collection writes to what is loaded: its pages stay shared
+    gc.enable()
     conn.send_bytes(b"")
     starter = os.getpid()
     while True:
