@@ -91,10 +91,10 @@ class UrlLog:
 
     def __init__(self, home: str | os.PathLike, database_url: str = ""):
         self.db = open_state(home, database_url)
+        self.query = sa.select(URLS).where(URLS.c.url == sa.bindparam("url"))  # built once
 
     def lookup(self, url: str) -> UrlRecord | None:
-        query = sa.select(URLS).where(URLS.c.url == url)
-        row = self.db.read(lambda conn: conn.execute(query).first())
+        row = self.db.read(lambda conn: conn.execute(self.query, {"url": url}).first())
         if row is None:
             return None
         links = json.loads(row.links) if row.links else None

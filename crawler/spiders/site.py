@@ -152,8 +152,19 @@ class SiteSpider(scrapy.Spider):
         if record is not None and record.last_modified:
             headers["If-Modified-Since"] = record.last_modified
         meta = {"handle_httpstatus_list": [304]} if headers else {}
+        if record is None:
+            meta["unknown_url"] = True  # see `known_record`
         return scrapy.Request(url, callback=self.parse, errback=self.failed, headers=headers,
                               meta=meta)
+
+    def known_record(self, response, url: str) -> UrlRecord | None:
+        """What the URL log says of the page's URL now. A URL it did not know when its request
+        was made, answered without a redirect, is not looked up again: this crawl records a
+        URL only once its page is processed. (Another crawler of a fleet may have processed it
+        meanwhile: then the page is extracted again, and dedup drops its twin.)"""
+        if response.meta.get("unknown_url") and "redirect_urls" not in response.meta:
+            return None
+        return self.url_log.lookup(url)
 
     def judge(self, url: str) -> str | None:
         """The reason to skip a URL not seen before in this crawl; "" when it was seen."""
@@ -223,7 +234,7 @@ class SiteSpider(scrapy.Spider):
             self.stat("skipped/content_type")
             return
         body_sha256 = hashlib.sha256(response.body).hexdigest()
-        record = self.url_log.lookup(url)
+        record = self.known_record(response, url)
         unchanged = record is not None and record.body_sha256 == body_sha256
         if unchanged:
             self.stat("unchanged")
