@@ -6,7 +6,11 @@ the peak memory of each; the median of each round's own ratios (a crawl beside t
 extraction run straight after it, under the same load); and each side's start-up (a
 one-page run) with the CPU a page once started (the whole run less the one-page run).
 
-    .venv/bin/python benchmarks/crawl_throughput.py [--repeats 3]
+    .venv/bin/python benchmarks/crawl_throughput.py [--repeats 3] [--against CHECKOUT]
+
+`--against` runs the crawler of another checkout too (`git worktree add /tmp/before HEAD~1`),
+in the same rounds, and gives each round's ratio of the two: a change to the crawler
+measured side by side, under the same load.
 
 Extraction alone is trafilatura as it ships, what a user would run without the crawler: the
 crawler's extraction evaluates eleven of its XPath expressions in Python (text/discard.py:
@@ -44,13 +48,15 @@ PYDOC = Path("/usr/share/doc/python3.11/html")
 CLLM = Path(sys.executable).with_name("cllm")
 
 
-def run_measured(cmd: list[str], env: dict) -> tuple[subprocess.CompletedProcess, int, float]:
+def run_measured(cmd: list[str], env: dict,
+                 cwd: Path | None = None) -> tuple[subprocess.CompletedProcess, int, float]:
     """Run a command; return its result, the peak memory of its process tree (the sum of its
     processes' proportional set sizes, sampled every 0.1 s) and the CPU seconds the tree
     used, start-up included (a machine shared with other work changes wall time more than
     CPU time)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    process = psutil.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = psutil.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
     peak = 0
     while process.poll() is None:
         try:
@@ -75,12 +81,15 @@ def crawl_env(home: Path) -> dict:
         "CLLM_LOG_FORMAT": "json", "CLLM_CRAWL_ALLOWED_NETWORKS": "127.0.0.1/32"}
 
 
-def crawler_run(url: str, max_pages: int = 0) -> dict:
-    """`cllm crawl` from `url`: every page it reaches, or the first `max_pages`."""
+def crawler_run(url: str, max_pages: int = 0, code: Path | None = None) -> dict:
+    """`cllm crawl` from `url`: every page it reaches, or the first `max_pages`; with `code`,
+    the crawler of that checkout (in this environment's Python)."""
     limit = ["--max-pages", str(max_pages)] if max_pages else []
+    cllm = [str(CLLM)] if code is None else [sys.executable, "-m", "cli"]
     with tempfile.TemporaryDirectory() as home:
-        result, peak, cpu = run_measured([str(CLLM), "crawl", "--json", "--seeds", url, *limit],
-                                         crawl_env(Path(home)))
+        env = crawl_env(Path(home)) | ({} if code is None else {"PYTHONPATH": str(code)})
+        result, peak, cpu = run_measured([*cllm, "crawl", "--json", "--seeds", url, *limit], env,
+                                         cwd=code)
     report = json.loads(result.stdout)
     return {"pages": report["pages_fetched"], "seconds": report["seconds"],
             "pages_per_s": report["pages_fetched"] / report["seconds"],
@@ -133,6 +142,8 @@ def extract_only(site: Path, processes: int, pages: int = 0) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--against", type=Path, metavar="CHECKOUT",
+                        help="another checkout's crawler, run in the same rounds")
     parser.add_argument("--extract-only", type=Path, metavar="SITE", help=argparse.SUPPRESS)
     parser.add_argument("--processes", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--pages", type=int, default=0, help=argparse.SUPPRESS)
@@ -141,15 +152,20 @@ def main() -> None:
         return extract_only(args.extract_only, args.processes, args.pages)
     if not (PYDOC / "index.html").is_file():
         raise SystemExit("needs Debian's python3.11-doc: apt-get install -y python3.11-doc")
+    if args.against and not (args.against / "cli" / "__main__.py").is_file():
+        raise SystemExit(f"--against {args.against}: not a checkout of this project (no "
+                         "cli/__main__.py); make one with git worktree add")
     from crawler.site import SiteServer
 
     server = SiteServer([PYDOC])
     cores = os.cpu_count() or 1
     load_before = os.getloadavg()
-    crawls, every_core, one, starts = [], [], [], []
+    crawls, every_core, one, starts, others = [], [], [], [], []
     try:
         for i in range(args.repeats):
             crawls.append(crawler_run(server.url + "index.html"))
+            if args.against:
+                others.append(crawler_run(server.url + "index.html", code=args.against))
             every_core.append(extraction_run(cores))
             one.append(extraction_run(1))
             starts.append((crawler_run(server.url + "index.html", max_pages=1),
@@ -170,9 +186,11 @@ def main() -> None:
           f"extraction read {one[0]['pages']} from disk; {args.repeats} runs each, alternating")
     print("| | pages/s (median) | runs | CPU ms per page (median) | peak memory, PSS (median) |")
     print("| --- | --- | --- | --- | --- |")
-    for name, runs in [("crawler (cllm crawl)", crawls),
-                       (f"trafilatura extraction alone ({cores} processes)", every_core),
-                       ("trafilatura extraction alone (1 process)", one)]:
+    rows = [("crawler (cllm crawl)", crawls),
+            *([(f"crawler of {args.against}", others)] if others else []),
+            (f"trafilatura extraction alone ({cores} processes)", every_core),
+            ("trafilatura extraction alone (1 process)", one)]
+    for name, runs in rows:
         rates = ", ".join(f"{r['pages_per_s']:.2f}" for r in runs)
         print(f"| {name} | {median(runs, 'pages_per_s'):.2f} | {rates} | "
               f"{median(runs, 'cpu_ms_per_page'):.0f} | {median(runs, 'peak_mb'):.0f} MB |")
@@ -192,6 +210,15 @@ def main() -> None:
               f"({', '.join(f'{r:.2f}' for r in paired[key])})"
               for name, key in [("pages/s", "pages_per_s"), ("CPU per page", "cpu_ms_per_page"),
                                 ("memory", "peak_mb")]))
+    if others:
+        versus = {key: [c[key] / o[key] for c, o in zip(crawls, others)]
+                  for key in ("pages_per_s", "cpu_ms_per_page", "peak_mb")}
+        print(f"each round's crawler / crawler of {args.against}, the median of the rounds: " +
+              ", ".join(f"{name} {statistics.median(versus[key]):.3f}x "
+                        f"({', '.join(f'{r:.3f}' for r in versus[key])})"
+                        for name, key in [("pages/s", "pages_per_s"),
+                                          ("CPU per page", "cpu_ms_per_page"),
+                                          ("memory", "peak_mb")]))
     # A crawl's start (Scrapy, the databases, the workers' models) is paid once: over the 530
     # pages here it is several ms a page, over a crawl of thousands next to nothing.
     crawl_start = statistics.median(c["cpu_s"] for c, _ in starts)
