@@ -1,9 +1,9 @@
 """Where a crawled page's CPU goes, stage by stage, next to trafilatura alone: the work of an
-extraction worker (crawler/parsing.py: decode, parse, links, extraction, each text step) and
-the crawl process's own per-page work (dedup: MinHash and the claim; the raw archive's
-record), over the python3.11-doc pages read from disk, in this one process (no Scrapy, no
-network: what each stage costs, not how the crawl overlaps them). CPU time per page, the
-median of `--repeats` passes over the pages, after one pass to warm up.
+extraction worker (crawler/parsing.py: decode, parse, links, extraction, each text step, the
+MinHash signature among them) and the crawl process's own per-page work (dedup's claim; the
+raw archive's record), over the python3.11-doc pages read from disk, in this one process
+(no Scrapy, no network: what each stage costs, not how the crawl overlaps them). CPU time per
+page, the median of `--repeats` passes over the pages, after one pass to warm up.
 
     .venv/bin/python benchmarks/crawl_stages.py [--pages 300] [--repeats 3] [--append]
 
@@ -86,7 +86,7 @@ def one_pass(files: list[Path], home: Path) -> collections.Counter:
                 doc = clock(f"worker: {type(step).__name__}", step, doc)
         except Drop:
             continue
-        clock("crawl: dedup (MinHash, claim)", state.index.check, doc.doc_id, doc.text)
+        clock("crawl: dedup (the claim)", state.index.check, doc.doc_id, doc.text, doc.minhash)
     archive.close()
     state.close()
     return spent

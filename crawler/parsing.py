@@ -4,10 +4,10 @@ everything that parses it, so that the thread driving the downloads never does.
 - a page: its body decoded (the BOM, Content-Type or <meta> charset, as Scrapy decodes;
   UTF-16 and UTF-32 included), its links (and a <meta> refresh) as canonical URLs, at most
   `max_links_per_page`, sent first; then, unless the page is unchanged since the last crawl,
-  the extraction step and the stateless text steps (language, quality, personal data:
-  crawler/steps.py `document_steps`): a document, or the reason and detail of its drop with
-  its text (the crawl keeps a sample for audit). Dedup needs every document of the crawl
-  and stays in the crawl.
+  the extraction step and the stateless text steps (language, quality, personal data, the
+  MinHash signature: crawler/steps.py `document_steps`): a document, or the reason and
+  detail of its drop with its text (the crawl keeps a sample for audit). Dedup's index
+  needs every document of the crawl and stays in the crawl.
 - a sitemap: its type and locations.
 
 A page that makes a step raise is the worker's `error` reply (crawler/workers.py): the
@@ -129,10 +129,12 @@ def document(header: dict, body: bytes, response: TextResponse | None, tree, ext
 
 
 def fields(doc: Document) -> dict:
-    """What the crawl needs of a document (a Document's keyword arguments)."""
+    """What the crawl needs of a document (a Document's keyword arguments; its signature in
+    hex, empty for a drop)."""
     return {"title": doc.title, "text": doc.text, "doc_id": doc.doc_id,
             "language": doc.language, "language_score": doc.language_score,
-            "declared_language": doc.declared_language, "pii": doc.pii}
+            "declared_language": doc.declared_language, "pii": doc.pii,
+            "minhash": doc.minhash.hex()}
 
 
 def sitemap(body: bytes, url: str) -> dict:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from crawler.config import CrawlConfig
 from text.document import Step
 from text.language import Language
+from text.minhash import Signature
 from text.pii import ScrubPII
 from text.quality import (
     AlphabeticWords,
@@ -48,9 +49,11 @@ def quality_steps(c: CrawlConfig) -> list[Step]:
 def document_steps(c: CrawlConfig) -> list[Step]:
     """The steps of one document on its own (the crawl runs them in its workers): its
     language identified (and filtered, as datatrove's pipelines, before the rules written
-    for prose), the quality filters, then personal data replaced in what passed."""
+    for prose), the quality filters, personal data replaced in what passed, then its MinHash
+    signature, the half of dedup that needs no other document."""
     steps = [Language(frozenset(c.language_list)), *quality_steps(c)]
-    return steps + [ScrubPII(c.pii_kinds)] if c.pii_kinds else steps
+    scrub = [ScrubPII(c.pii_kinds)] if c.pii_kinds else []
+    return [*steps, *scrub, Signature(c.minhash_perm)]
 
 
 def text_steps(c: CrawlConfig, index: DedupIndex) -> list[Step]:

@@ -1,7 +1,7 @@
-"""Property tests of dedup (text/dedup.py) on generated texts up to 1 MB: the shingle
-hashes against their definition, the MinHash signature and the LSH banding against
-datasketch's, and the step's drops and bounds (tests/propertykit.py: the inputs, the hang
-guard)."""
+"""Property tests of dedup (text/minhash.py, text/dedup.py) on generated texts up to 1 MB:
+the shingle hashes against their definition, the MinHash signature and the LSH banding
+against datasketch's, and the step's drops and bounds (tests/propertykit.py: the inputs, the
+hang guard)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ from hypothesis import strategies as st
 from propertykit import PROPERTY, texts, with_bait
 
 from core.db import Database
-from text.dedup import (METADATA, SHINGLE, Dedup, DedupIndex, banding, shingle_hashes,
-                        signature_of)
-from text.document import Document, Drop
+from crawler.config import CrawlConfig
+from crawler.steps import document_steps
+from text.dedup import METADATA, Dedup, DedupIndex
+from text.document import Document, Drop, Steps
+from text.minhash import SHINGLE, Signature, banding, shingle_hashes, signature_of
 
 pytestmark = pytest.mark.usefixtures("hang_guard")  # the hang guard: tests/conftest.py
 
@@ -91,3 +93,33 @@ def test_dedup_marks_copies_and_bounds_its_signature(text):
             step(Document(text=text, doc_id=doc_id))
         assert drop.value.reason == reason
     assert list(step.index.claimed) == [doc.doc_id]  # the one claim, the copies refused
+
+
+def test_the_index_takes_a_documents_signature_as_it_comes_and_remakes_one_of_another_width():
+    """The workers sign each document (the last document step); the index compares that
+    signature, not one of its own: a text signed as another's is that one's near duplicate.
+    A signature of another width than the index's is made again from the text."""
+    first, second = (" ".join(f"{word}{i}" for i in range(400)) for word in ("alpha", "omega"))
+    step = Dedup(new_index())
+    signed = Signature(64)(Document(text=first, doc_id="first"))
+    assert signed.minhash == signature_of(first, 64)
+    assert step(signed) is signed
+    with pytest.raises(Drop, match="duplicate_near"):  # the second text, under the first's
+        step(Document(text=second, doc_id="second", minhash=signed.minhash))
+    narrow = Document(text=second, doc_id="third", minhash=signature_of(first, 16))
+    assert step(narrow) is narrow  # signed again from its own text: no duplicate
+
+
+def test_the_document_steps_sign_the_text_as_it_is_written():
+    """The signature is made after personal data is replaced: of the text the shard gets."""
+    milton = Path(__file__).resolve().parent.parent / "data/text/milton/areopagitica.txt"
+    paragraphs = [" ".join(p.split()) for p in milton.read_text(encoding="utf-8").split("\n\n")
+                  if len(p) > 400][10:14]
+    text = "\n\n".join(paragraphs) + "\n\nLetters for the editor go to jane.doe@example.org."
+    config = CrawlConfig()
+    steps = document_steps(config)
+    assert isinstance(steps[-1], Signature)
+    doc = Steps(steps)(Document(text=text, doc_id=hashlib.sha256(text.encode()).hexdigest()))
+    assert "<EMAIL>" in doc.text and doc.pii == {"email": 1}
+    assert doc.minhash == signature_of(doc.text, config.minhash_perm) != \
+        signature_of(text, config.minhash_perm)

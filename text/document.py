@@ -29,6 +29,7 @@ class Document:
     html: str = field(default="", repr=False)  # the body decoded by its fetcher
     content_language: str = ""  # the Content-Language header, if any
     pii: dict[str, int] = field(default_factory=dict)  # replacements by kind (text/pii.py)
+    minhash: bytes = field(default=b"", repr=False)  # its signature, once made (text/minhash.py)
 
 
 class Drop(Exception):

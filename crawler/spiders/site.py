@@ -254,6 +254,7 @@ class SiteSpider(scrapy.Spider):
         else:
             self.stat("extracted", int(bool(reply.get("extracted"))))
             fields = reply.get("doc") or {}
+            fields["minhash"] = bytes.fromhex(fields.get("minhash", ""))  # the dedup's signature
             fetched_at = datetime.now(timezone.utc)
             yield Page(doc=Document(url=response.url, content_type=media_type, **fields),
                        canonical_url=url, domain=domain_of(response.url), status=response.status,
