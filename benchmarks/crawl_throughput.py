@@ -81,15 +81,15 @@ def crawl_env(home: Path) -> dict:
         "CLLM_LOG_FORMAT": "json", "CLLM_CRAWL_ALLOWED_NETWORKS": "127.0.0.1/32"}
 
 
-def crawler_run(url: str, max_pages: int = 0, code: Path | None = None) -> dict:
-    """`cllm crawl` from `url`: every page it reaches, or the first `max_pages`; with `code`,
-    the crawler of that checkout (in this environment's Python)."""
+def crawler_run(url: str, max_pages: int = 0, code: Path = ROOT) -> dict:
+    """`cllm crawl` from `url`: every page it reaches, or the first `max_pages`; the crawler
+    of the checkout `code` (this one by default), in this environment's Python."""
     limit = ["--max-pages", str(max_pages)] if max_pages else []
-    cllm = [str(CLLM)] if code is None else [sys.executable, "-m", "cli"]
     with tempfile.TemporaryDirectory() as home:
-        env = crawl_env(Path(home)) | ({} if code is None else {"PYTHONPATH": str(code)})
-        result, peak, cpu = run_measured([*cllm, "crawl", "--json", "--seeds", url, *limit], env,
-                                         cwd=code)
+        env = crawl_env(Path(home)) | {"PYTHONPATH": str(code)}
+        result, peak, cpu = run_measured(
+            [sys.executable, "-m", "cli", "crawl", "--json", "--seeds", url, *limit], env,
+            cwd=code)
     report = json.loads(result.stdout)
     return {"pages": report["pages_fetched"], "seconds": report["seconds"],
             "pages_per_s": report["pages_fetched"] / report["seconds"],
